@@ -1,0 +1,103 @@
+// The asynchronous SFTP client the filesystem uses: typed operations over a pool of Connections.
+// Every operation takes a completion callback that runs exactly once, on a connection's I/O thread;
+// callbacks must not block. Paths are absolute remote paths.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "client/connection.hpp"
+#include "sftp/protocol.hpp"
+
+namespace sftpfs::client {
+
+template <class T>
+using Callback = std::function<void(Result<T>)>;
+using Done = std::function<void(Status)>;
+
+// An open remote file or directory. It records what a reconnect needs to reopen it: the path, the
+// open flags and attributes, and which connection (and generation of it) the handle belongs to.
+struct RemoteFile {
+  std::string handle;    // the server's opaque handle bytes
+  std::string path;      // remote path at open time
+  uint32_t pflags = 0;   // SSH_FXF_* it was opened with (0 for a directory)
+  bool is_directory = false;
+  size_t connection = 0; // index into the pool
+};
+using FileRef = std::shared_ptr<RemoteFile>;
+
+struct ClientOptions {
+  ConnectionOptions connection;
+  size_t connections = 1;  // max_conns
+};
+
+class Client {
+ public:
+  // Opens options.connections connections. The first failure is returned and nothing is left open.
+  static Result<std::unique_ptr<Client>> connect(const ssh::SessionOptions& ssh_options,
+                                                 const ClientOptions& options);
+  ~Client();
+
+  const ServerFeatures& features() const;  // of connection 0; all connections go to the same server
+  const ssh::SessionInfo& session_info() const;
+  size_t connection_count() const;
+  bool alive() const;  // every connection up
+
+  // ---- by path ----
+  void stat(std::string path, Callback<sftp::Attrs> done);
+  void lstat(std::string path, Callback<sftp::Attrs> done);
+  void setstat(std::string path, sftp::Attrs attrs, Done done);
+  // lsetstat@openssh.com; Error::Kind::unsupported when the server lacks it
+  void lsetstat(std::string path, sftp::Attrs attrs, Done done);
+  void realpath(std::string path, Callback<std::string> done);
+  void readlink(std::string path, Callback<std::string> done);
+  void symlink(std::string target, std::string link_path, Done done);
+  void mkdir(std::string path, sftp::Attrs attrs, Done done);
+  void rmdir(std::string path, Done done);
+  void remove(std::string path, Done done);
+  // posix-rename@openssh.com when offered (atomic replace); else plain RENAME, which most servers
+  // refuse when new_path exists.
+  void rename(std::string old_path, std::string new_path, Done done);
+  void hardlink(std::string old_path, std::string new_path, Done done);  // unsupported when absent
+  void statvfs(std::string path, Callback<sftp::Statvfs> done);          // unsupported when absent
+  void home_directory(std::string user, Callback<std::string> done);
+
+  // ---- open files and directories ----
+  void open(std::string path, uint32_t pflags, sftp::Attrs attrs, Callback<FileRef> done);
+  void opendir(std::string path, Callback<FileRef> done);
+  void close(const FileRef& file, Done done);
+  void fstat(const FileRef& file, Callback<sftp::Attrs> done);
+  void fsetstat(const FileRef& file, sftp::Attrs attrs, Done done);
+  void fsync(const FileRef& file, Done done);  // unsupported when absent
+  // One READDIR: some entries, or an empty vector at the end of the directory.
+  void readdir(const FileRef& dir, Callback<std::vector<sftp::NameEntry>> done);
+  // Reads up to `length` bytes at `offset`. Short server replies are re-requested, and large reads are
+  // split into pipelined requests, so fewer bytes than asked come back only at end of file.
+  void read(const FileRef& file, uint64_t offset, uint32_t length, Callback<sftp::Bytes> done);
+  // Writes all of `data` at `offset` (split into pipelined requests of max_write).
+  void write(const FileRef& file, uint64_t offset, sftp::Bytes data, Done done);
+  // copy-data: server-side copy; unsupported when absent. length 0 = to end of file.
+  void copy_data(const FileRef& from, uint64_t from_offset, uint64_t length, const FileRef& to,
+                 uint64_t to_offset, Done done);
+
+  // Sends a raw request on connection `index` (for --probe and tests).
+  void submit(size_t index, sftp::Bytes packet, ReplyCallback done);
+
+  struct Impl;
+
+ private:
+  explicit Client(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Runs an asynchronous operation and waits for its result: for the CLI and tests, never the filesystem.
+// Example: auto attrs = wait_for<sftp::Attrs>([&](auto cb) { client.stat("/etc", cb); });
+template <class T, class Start>
+Result<T> wait_for(Start&& start);
+
+}  // namespace sftpfs::client
+
+#include "client/wait.inl"

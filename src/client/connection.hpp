@@ -1,0 +1,90 @@
+// One SFTP connection: an ssh::Session, its "sftp" channel, and one I/O thread that alone touches them.
+// Any thread submits a request with a completion callback; the I/O thread writes it, matches the reply
+// by id and runs the callback. Hundreds of requests can be in flight.
+//
+// Failure: when the session breaks (socket error, malformed packet, keepalive or deadline expiry), every
+// pending and queued request completes with an error at once; later submits complete with an error at
+// once. No caller ever waits forever: each request has a deadline.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "sftp/protocol.hpp"
+#include "ssh/session.hpp"
+#include "util/result.hpp"
+
+namespace sftpfs::client {
+
+using Clock = std::chrono::steady_clock;
+
+struct ConnectionOptions {
+  // A request that has no reply by then completes with Error::Kind::timeout; the connection is then
+  // considered hung and is failed, because SFTP servers answer in order of arrival per channel.
+  std::chrono::milliseconds request_timeout{60000};
+  // The channel's receive window: throughput <= window / RTT. 16 MiB covers 200 MB/s at 80 ms.
+  uint32_t window_size = 16u << 20;
+  // Most requests written and not yet answered; more wait in the queue (the server holds every
+  // in-flight request in its buffers).
+  size_t max_in_flight = 1024;
+  // Read and write sizes used when limits@openssh.com is absent (accepted by every server probed).
+  uint32_t default_io_size = 32768;
+  // Never more than this per READ/WRITE, whatever the server says: one request must fit a packet
+  // libssh2 accepts and the server's max packet.
+  uint32_t max_io_size = 255 * 1024;
+};
+
+// What INIT and limits@openssh.com told us.
+struct ServerFeatures {
+  sftp::ServerVersion version;
+  sftp::Limits limits;         // zeros when the server did not say
+  uint32_t max_read = 32768;   // what this client uses per READ
+  uint32_t max_write = 32768;  // what this client uses per WRITE
+  bool symlink_draft_order = false;  // the server wants SYMLINK (linkpath, targetpath)
+  bool has(std::string_view ext) const { return version.has(ext); }
+};
+
+// Called exactly once, on the I/O thread (or on the submitter's thread when the connection is already
+// dead). The reply's byte views point into a buffer that lives only for the call: copy what you keep.
+// Callbacks must not block; they may submit further requests.
+using ReplyCallback = std::function<void(Result<sftp::Reply>)>;
+
+class Connection {
+ public:
+  // Connects (blocking), starts the sftp subsystem, exchanges INIT/VERSION, asks limits@openssh.com
+  // when offered, then starts the I/O thread.
+  static Result<std::unique_ptr<Connection>> open(const ssh::SessionOptions& ssh_options,
+                                                  const ConnectionOptions& options);
+  ~Connection();  // fails whatever is pending, stops the I/O thread, closes the session
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Thread-safe. `packet` comes from an sftp::build_* function; its id is replaced by one this
+  // connection assigns. deadline = {}: now + options.request_timeout.
+  void submit(sftp::Bytes packet, ReplyCallback on_reply, Clock::time_point deadline = {});
+
+  const ServerFeatures& features() const { return features_; }
+  const ssh::SessionInfo& session_info() const;
+  bool alive() const { return !failed_.load(); }
+  // The reason the connection failed, once it has (empty before).
+  std::string failure() const;
+  // Requests written or queued and not yet completed: how busy this connection is.
+  size_t outstanding() const { return outstanding_.load(); }
+  // Fails the connection as if the network had dropped (used by shutdown and by tests).
+  void fail(std::string reason);
+
+  struct Impl;
+
+ private:
+  explicit Connection(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+  ServerFeatures features_;
+  std::atomic<bool> failed_{false};
+  std::atomic<size_t> outstanding_{0};
+  friend struct Impl;
+};
+
+}  // namespace sftpfs::client

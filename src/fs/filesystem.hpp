@@ -1,0 +1,75 @@
+// The FUSE filesystem: kernel requests (FUSE low-level API) become asynchronous client calls; the reply
+// to the kernel is made from the completion callback. No thread waits on the network.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "client/client.hpp"
+#include "util/result.hpp"
+
+namespace sftpfs::fs {
+
+enum class IdMap { none, user, file };
+
+struct FsOptions {
+  std::string remote_root = ".";  // remote directory shown at the mount point (resolved by the CLI)
+
+  // Caches. cache=false is the strictly coherent mode: every lookup and getattr asks the server.
+  bool cache = true;                                  // dir_cache=yes|no
+  std::chrono::milliseconds attr_timeout{20000};      // attribute cache, kernel attr_timeout
+  std::chrono::milliseconds entry_timeout{20000};     // kernel entry_timeout
+  std::chrono::milliseconds negative_timeout{5000};   // negative lookups
+  std::chrono::milliseconds dir_timeout{20000};       // directory listing cache
+  size_t dir_cache_max_entries = 10000;               // dcache_max_size
+
+  // Ownership (sshfs's names)
+  IdMap idmap = IdMap::none;
+  std::map<uint32_t, uint32_t> uid_map, gid_map;  // remote -> local, for idmap=file
+  bool nomap_error = false;                       // nomap=error: unmapped ids are an error
+  std::optional<uid_t> uid;                       // uid= : every file shows this owner
+  std::optional<gid_t> gid;
+  std::optional<mode_t> umask;
+  uid_t local_uid = 0;  // for idmap=user: the mounting user ...
+  gid_t local_gid = 0;
+  std::optional<uint32_t> remote_uid;  // ... and the remote user's ids (learned after connecting)
+  std::optional<uint32_t> remote_gid;
+
+  // FUSE
+  bool allow_other = false, allow_root = false, default_permissions = false;
+  bool kernel_cache = false, auto_cache = false, direct_io = false;
+  bool disable_hardlink = false;
+  bool follow_symlinks = false;
+  uint32_t max_read = 0;  // 0: ours
+  std::string fsname;     // shown in /proc/mounts as the source, e.g. "user@host:/path"
+  std::string subtype = "sftpfs";
+  bool debug = false;     // FUSE debug output (-d)
+  bool single_threaded = false;  // -s
+  std::vector<std::string> extra_fuse_options;  // passed through to libfuse as -o
+};
+
+class Filesystem {
+ public:
+  static std::unique_ptr<Filesystem> create(std::shared_ptr<client::Client> client, FsOptions options);
+  ~Filesystem();
+
+  // Creates the FUSE session and mounts it. An error says what is wrong with the mount point.
+  Status mount(const std::string& mountpoint);
+  // Serves kernel requests until the filesystem is unmounted or SIGINT/SIGTERM/SIGHUP arrives, then
+  // unmounts. Returns the process exit code.
+  int serve();
+
+  struct Impl;
+
+ private:
+  explicit Filesystem(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sftpfs::fs
