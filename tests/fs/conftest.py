@@ -1,0 +1,160 @@
+"""Fixtures for tests through a real mount: a private sshd on 127.0.0.1 and sftpfs mounts of it.
+
+Everything started here is stopped here, by pid, even when a test fails:
+- `sshd` (one per session): tests/support/test-sshd in a temp dir; the "remote" side is a local folder.
+- `remote`: a fresh empty directory on the server side for one test (a local path: check results there).
+- `mount`: a factory; mount(remote_path, options=[...]) mounts sftpfs and returns the mount point.
+  Every mount is unmounted (fusermount3 -u, lazily if busy) and its process ended at teardown.
+The binary is $SFTPFS_BIN, else build/test/sftpfs (the build scripts/test.sh makes).
+"""
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TEST_SSHD = ROOT / "tests" / "support" / "test-sshd"
+
+
+def sftpfs_binary() -> str:
+    path = os.environ.get("SFTPFS_BIN") or str(ROOT / "build" / "test" / "sftpfs")
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"sftpfs binary not found at {path}: build it or set SFTPFS_BIN")
+    return path
+
+
+def is_mounted(mountpoint) -> bool:
+    target = os.path.realpath(str(mountpoint))
+    with open("/proc/mounts") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if len(fields) >= 3 and fields[1] == target and fields[2].startswith("fuse"):
+                return True
+    return False
+
+
+def wait_until(predicate, timeout=20.0, interval=0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+class Sshd:
+    def __init__(self, directory: Path):
+        self.dir = directory
+        self.port = int(subprocess.check_output([str(TEST_SSHD), "start", str(directory)], text=True).strip())
+        self.pid = int((directory / "sshd.pid").read_text())
+        self.key = str(directory / "id_ed25519")
+        self.known_hosts = str(directory / "known_hosts")
+        self.remote_base = directory / "remote"
+        self.remote_base.mkdir(exist_ok=True)
+
+    def ssh_options(self):
+        """The -p/-o arguments that let sftpfs (or sshfs) reach this server as root."""
+        return ["-p", str(self.port), "-o", f"IdentityFile={self.key}", "-o", f"UserKnownHostsFile={self.known_hosts}"]
+
+    def stop(self):
+        subprocess.run([str(TEST_SSHD), "stop", str(self.dir)], check=False)
+
+
+@pytest.fixture(scope="session")
+def sshd():
+    directory = Path(tempfile.mkdtemp(prefix="sftpfs-fs-test-"))
+    server = Sshd(directory)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def remote(sshd, request) -> Path:
+    name = request.node.name.replace("/", "_").replace("[", "_").replace("]", "_")
+    path = sshd.remote_base / name
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+class Mounter:
+    def __init__(self, sshd: Sshd, workdir: Path):
+        self.sshd = sshd
+        self.workdir = workdir
+        self.mounts = []  # (mountpoint, Popen or None)
+
+    def command(self, remote_path, mountpoint, options=(), extra_args=()):
+        cmd = [sftpfs_binary(), f"root@127.0.0.1:{remote_path}", str(mountpoint)] + self.sshd.ssh_options()
+        for opt in options:
+            cmd += ["-o", opt]
+        return cmd + list(extra_args)
+
+    def __call__(self, remote_path, options=(), mountpoint=None, foreground=True, extra_args=()) -> Path:
+        """Mounts remote_path; foreground=True runs `sftpfs -f` as our child (pid known);
+        False runs it as a user would (it daemonizes once mounted)."""
+        if mountpoint is None:
+            mountpoint = Path(tempfile.mkdtemp(prefix="mnt-", dir=self.workdir))
+        mountpoint = Path(mountpoint)
+        cmd = self.command(remote_path, mountpoint, options, extra_args)
+        if foreground:
+            log = open(self.workdir / f"{mountpoint.name}.log", "w")
+            proc = subprocess.Popen(cmd + ["-f"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            self.mounts.append((mountpoint, proc))
+            if not wait_until(lambda: is_mounted(mountpoint) or proc.poll() is not None):
+                pytest.fail(f"sftpfs did not mount {mountpoint} in time")
+            if not is_mounted(mountpoint):
+                log.flush()
+                pytest.fail(f"sftpfs exited ({proc.returncode}) without mounting:\n"
+                            + (self.workdir / f"{mountpoint.name}.log").read_text())
+        else:
+            result = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+            self.mounts.append((mountpoint, None))
+            if result.returncode != 0 or not is_mounted(mountpoint):
+                pytest.fail(f"sftpfs failed ({result.returncode}): {result.stderr}")
+        return mountpoint
+
+    def unmount(self, mountpoint):
+        """Unmounts one mount made by this factory and waits for its process to end."""
+        for i, (point, proc) in enumerate(self.mounts):
+            if Path(point) == Path(mountpoint):
+                self._teardown(point, proc)
+                del self.mounts[i]
+                return
+        raise ValueError(f"{mountpoint} was not mounted by this fixture")
+
+    def _teardown(self, mountpoint, proc):
+        if is_mounted(mountpoint):
+            if subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True).returncode != 0:
+                subprocess.run(["fusermount3", "-uz", str(mountpoint)], capture_output=True)
+        if proc is not None:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=5)
+        else:
+            # A daemonized sftpfs is not our child; it exits by itself once unmounted.
+            wait_until(lambda: not is_mounted(mountpoint), timeout=10)
+
+    def close(self):
+        for mountpoint, proc in reversed(self.mounts):
+            self._teardown(mountpoint, proc)
+        self.mounts.clear()
+
+
+@pytest.fixture
+def mount(sshd, tmp_path):
+    mounter = Mounter(sshd, tmp_path)
+    try:
+        yield mounter
+    finally:
+        mounter.close()
