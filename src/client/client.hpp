@@ -67,6 +67,8 @@ class Client {
 
   // ---- open files and directories ----
   void open(std::string path, uint32_t pflags, sftp::Attrs attrs, Callback<FileRef> done);
+  // The same on a chosen connection (index modulo the pool size): for striping one transfer.
+  void open_on(size_t connection, std::string path, uint32_t pflags, sftp::Attrs attrs, Callback<FileRef> done);
   void opendir(std::string path, Callback<FileRef> done);
   void close(const FileRef& file, Done done);
   void fstat(const FileRef& file, Callback<sftp::Attrs> done);

@@ -1,0 +1,503 @@
+// The I/O thread of one SFTP connection. Rules from libssh2 1.10 (see shared notes) shape the loop:
+// - only this thread touches the session and channel once the thread runs;
+// - channel_write sends at most one SSH packet per call and, after EAGAIN, must be called again with the
+//   same bytes: the outbound batch is never modified while it is being sent;
+// - while an outbound packet is half sent (EAGAIN with OUTBOUND blocked), nothing else that sends may be
+//   called: no channel_read (it may send a window adjust), no keepalive.
+#include "client/connection.hpp"
+
+#include <libssh2.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "util/log.hpp"
+
+namespace sftpfs::client {
+
+namespace {
+
+constexpr size_t kLengthPrefix = 4;
+// Requests are gathered into one outbound batch up to this size: fewer, fuller SSH packets for small
+// requests (a STAT is ~30 bytes), while a batch of large WRITEs stays bounded.
+constexpr size_t kMaxBatchBytes = 512 * 1024;
+
+uint32_t load_u32(const uint8_t* p) {
+  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
+}
+void store_u32(uint8_t* p, uint32_t v) {
+  p[0] = static_cast<uint8_t>(v >> 24);
+  p[1] = static_cast<uint8_t>(v >> 16);
+  p[2] = static_cast<uint8_t>(v >> 8);
+  p[3] = static_cast<uint8_t>(v);
+}
+
+std::string libssh2_error(LIBSSH2_SESSION* session, int rc) {
+  char* message = nullptr;
+  int length = 0;
+  libssh2_session_last_error(session, &message, &length, 0);
+  return std::string(message ? message : "unknown error") + " (libssh2 " + std::to_string(rc) + ")";
+}
+
+// Blocking exchange used before the I/O thread starts: write one packet, read one packet back.
+Status write_all_blocking(LIBSSH2_CHANNEL* channel, LIBSSH2_SESSION* session, const sftp::Bytes& packet) {
+  size_t sent = 0;
+  while (sent < packet.size()) {
+    ssize_t rc = libssh2_channel_write(channel, reinterpret_cast<const char*>(packet.data() + sent),
+                                       packet.size() - sent);
+    if (rc < 0) return Error::transport_error("sending to the SFTP server failed: " + libssh2_error(session, int(rc)));
+    sent += static_cast<size_t>(rc);
+  }
+  return {};
+}
+
+Result<sftp::Bytes> read_packet_blocking(LIBSSH2_CHANNEL* channel, LIBSSH2_SESSION* session) {
+  auto read_exact = [&](uint8_t* into, size_t length) -> Status {
+    size_t got = 0;
+    while (got < length) {
+      ssize_t rc = libssh2_channel_read(channel, reinterpret_cast<char*>(into + got), length - got);
+      if (rc < 0) return Error::transport_error("reading from the SFTP server failed: " + libssh2_error(session, int(rc)));
+      if (rc == 0) {
+        if (libssh2_channel_eof(channel))
+          return Error::transport_error(
+              "the server closed the SFTP channel (is the sftp subsystem enabled on the server?)");
+        continue;
+      }
+      got += static_cast<size_t>(rc);
+    }
+    return {};
+  };
+  uint8_t prefix[4];
+  if (auto st = read_exact(prefix, 4); !st) return st.take_error();
+  uint32_t length = load_u32(prefix);
+  if (length == 0 || length > sftp::kMaxIncomingPacket)
+    return Error::protocol_error("the SFTP server sent a packet of invalid length " + std::to_string(length) +
+                                 " (is something printing text in the remote shell's startup files?)");
+  sftp::Bytes packet(length);
+  if (auto st = read_exact(packet.data(), length); !st) return st.take_error();
+  return packet;
+}
+
+}  // namespace
+
+struct Connection::Impl {
+  struct Queued {
+    sftp::Bytes packet;
+    ReplyCallback on_reply;
+    Clock::time_point deadline;  // {} = from the moment it is written
+  };
+  struct InFlight {
+    ReplyCallback on_reply;
+    Clock::time_point deadline;
+    uint8_t type;
+  };
+
+  Connection* owner = nullptr;
+  ConnectionOptions options;
+  std::unique_ptr<ssh::Session> session;
+  ssh::ChannelPtr channel;
+  int wake_fd = -1;
+  std::thread thread;
+
+  // Shared with submitters; guarded by mutex.
+  std::mutex mutex;
+  std::deque<Queued> submitted;
+  bool stopping = false;
+  std::string failure_reason;
+
+  // I/O thread only.
+  std::deque<Queued> waiting;  // taken from `submitted`, not yet written (in-flight cap)
+  std::unordered_map<uint32_t, InFlight> in_flight;
+  std::unordered_set<uint32_t> expired_ids;  // timed out; a late reply to them is dropped
+  uint32_t next_id = 1;
+  sftp::Bytes out;  // the batch being sent; untouched until fully sent
+  size_t out_pos = 0;
+  sftp::Bytes in;   // received bytes not yet parsed
+  size_t in_len = 0;
+  Clock::time_point last_receive = Clock::now();
+  Clock::time_point last_keepalive = Clock::now();
+
+  ~Impl() {
+    if (wake_fd >= 0) ::close(wake_fd);
+  }
+
+  void wake() {
+    uint64_t one = 1;
+    ssize_t ignored = ::write(wake_fd, &one, sizeof one);
+    (void)ignored;
+  }
+
+  uint32_t allocate_id() {
+    // Ids wrap after 4 billion requests; skip any still in use.
+    do {
+      ++next_id;
+      if (next_id == 0) next_id = 1;
+    } while (in_flight.count(next_id) || expired_ids.count(next_id));
+    return next_id;
+  }
+
+  // Completes every request with `error`. Called on the I/O thread, or by the destructor after it ended.
+  void fail_all(const Error& error) {
+    std::deque<Queued> queued;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      queued.swap(submitted);
+    }
+    std::vector<ReplyCallback> callbacks;
+    for (auto& [id, request] : in_flight) callbacks.push_back(std::move(request.on_reply));
+    in_flight.clear();
+    for (auto& q : waiting) callbacks.push_back(std::move(q.on_reply));
+    waiting.clear();
+    for (auto& q : queued) callbacks.push_back(std::move(q.on_reply));
+    owner->outstanding_.fetch_sub(callbacks.size());
+    for (auto& cb : callbacks) cb(error);
+  }
+
+  void mark_failed(const std::string& reason) {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      if (failure_reason.empty()) failure_reason = reason;
+    }
+    if (!owner->failed_.exchange(true)) LOG_ERROR("connection to %s failed: %s", session->options().host.c_str(), reason.c_str());
+  }
+
+  // Moves submitted requests into the outbound batch while the in-flight cap allows.
+  void fill_batch() {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      while (!submitted.empty()) {
+        waiting.push_back(std::move(submitted.front()));
+        submitted.pop_front();
+      }
+    }
+    out.clear();
+    out_pos = 0;
+    const auto now = Clock::now();
+    while (!waiting.empty() && in_flight.size() < options.max_in_flight && out.size() < kMaxBatchBytes) {
+      Queued& q = waiting.front();
+      uint32_t id = allocate_id();
+      store_u32(q.packet.data() + sftp::kIdOffset, id);
+      out.insert(out.end(), q.packet.begin(), q.packet.end());
+      auto deadline = q.deadline == Clock::time_point{} ? now + options.request_timeout : q.deadline;
+      in_flight.emplace(id, InFlight{std::move(q.on_reply), deadline, q.packet[kLengthPrefix]});
+      waiting.pop_front();
+    }
+  }
+
+  // A half-sent outbound SSH packet belongs to the call that started it (channel_write for requests,
+  // channel_read for a window adjust); only that call may continue it.
+  enum class Pending { none, writer, reader };
+  Pending pending = Pending::none;
+
+  // Sends what it can of the outbound batch, refilling it when drained.
+  Status send() {
+    for (;;) {
+      if (out_pos == out.size()) {
+        fill_batch();
+        if (out.empty()) return {};
+      }
+      ssize_t rc = libssh2_channel_write(channel.get(), reinterpret_cast<const char*>(out.data() + out_pos),
+                                         out.size() - out_pos);
+      if (rc == LIBSSH2_ERROR_EAGAIN) {
+        if (libssh2_session_block_directions(session->raw()) & LIBSSH2_SESSION_BLOCK_OUTBOUND) pending = Pending::writer;
+        return {};  // else the server's window is full: wait for it to read
+      }
+      pending = Pending::none;
+      if (rc < 0) return Error::transport_error("sending failed: " + libssh2_error(session->raw(), int(rc)));
+      out_pos += static_cast<size_t>(rc);
+    }
+  }
+
+  // Reads what the channel has and dispatches every complete packet.
+  Status receive() {
+    for (;;) {
+      if (in.size() - in_len < 64 * 1024) in.resize(std::max<size_t>(in.size() * 2, 1u << 20));
+      ssize_t rc = libssh2_channel_read(channel.get(), reinterpret_cast<char*>(in.data() + in_len), in.size() - in_len);
+      if (rc == LIBSSH2_ERROR_EAGAIN) {
+        pending = (libssh2_session_block_directions(session->raw()) & LIBSSH2_SESSION_BLOCK_OUTBOUND) ? Pending::reader
+                                                                                                     : Pending::none;
+        return {};
+      }
+      pending = Pending::none;
+      if (rc < 0) return Error::transport_error("receiving failed: " + libssh2_error(session->raw(), int(rc)));
+      if (rc == 0) {
+        if (libssh2_channel_eof(channel.get())) return Error::transport_error("the server closed the SFTP channel");
+        return {};
+      }
+      in_len += static_cast<size_t>(rc);
+      last_receive = Clock::now();
+      if (auto st = dispatch_complete_packets(); !st) return st;
+    }
+  }
+
+  Status dispatch_complete_packets() {
+    size_t pos = 0;
+    while (in_len - pos >= kLengthPrefix) {
+      uint32_t length = load_u32(in.data() + pos);
+      if (length == 0 || length > sftp::kMaxIncomingPacket)
+        return Error::protocol_error("the server sent a packet of invalid length " + std::to_string(length));
+      if (in_len - pos - kLengthPrefix < length) break;
+      sftp::ByteView packet(in.data() + pos + kLengthPrefix, length);
+      pos += kLengthPrefix + length;
+      if (auto st = dispatch(packet); !st) return st;
+    }
+    if (pos > 0) {
+      std::memmove(in.data(), in.data() + pos, in_len - pos);
+      in_len -= pos;
+    }
+    return {};
+  }
+
+  Status dispatch(sftp::ByteView packet) {
+    auto id = sftp::reply_id(packet);
+    if (!id) return Error::protocol_error("malformed reply: " + id.error().message);
+    auto it = in_flight.find(*id);
+    if (it == in_flight.end()) {
+      if (expired_ids.erase(*id)) return {};  // the caller already got its timeout
+      return Error::protocol_error("the server answered request id " + std::to_string(*id) + ", which was never sent");
+    }
+    auto reply = sftp::parse_reply(packet);
+    if (!reply) return Error::protocol_error("malformed reply to request " + std::to_string(*id) + ": " + reply.error().message);
+    ReplyCallback cb = std::move(it->second.on_reply);
+    in_flight.erase(it);
+    owner->outstanding_.fetch_sub(1);
+    cb(std::move(reply));
+    return {};
+  }
+
+  // Times out overdue requests. A server that has sent nothing at all for a whole request timeout while
+  // requests wait is taken for dead (SFTP servers answer every request).
+  Status expire(Clock::time_point now) {
+    std::vector<ReplyCallback> overdue;
+    for (auto it = in_flight.begin(); it != in_flight.end();) {
+      if (it->second.deadline <= now) {
+        overdue.push_back(std::move(it->second.on_reply));
+        expired_ids.insert(it->first);
+        it = in_flight.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    owner->outstanding_.fetch_sub(overdue.size());
+    for (auto& cb : overdue) cb(Error::timed_out("the server did not answer in time"));
+    if (!in_flight.empty() && now - last_receive > options.request_timeout)
+      return Error::timed_out("the server has not answered for " +
+                              std::to_string(options.request_timeout.count() / 1000) + " s");
+    const auto interval = session->options().server_alive_interval;
+    if (interval.count() > 0) {
+      auto silent_for = now - last_receive;
+      if (silent_for > interval * std::max(1, session->options().server_alive_count_max) + interval)
+        return Error::timed_out("the server did not answer keepalives for " +
+                                std::to_string(std::chrono::duration_cast<std::chrono::seconds>(silent_for).count()) + " s");
+    }
+    return {};
+  }
+
+  Clock::time_point next_wakeup(Clock::time_point now) const {
+    auto wakeup = now + std::chrono::seconds(1);  // also bounds how late a keepalive check can be
+    for (const auto& [id, request] : in_flight) wakeup = std::min(wakeup, request.deadline);
+    return wakeup;
+  }
+
+  // One pass: send, receive, send again (a reply frees an in-flight slot), expire, keepalive.
+  Status step() {
+    if (pending != Pending::reader)
+      if (auto st = send(); !st) return st;
+    if (pending != Pending::writer) {
+      if (auto st = receive(); !st) return st;
+      if (pending == Pending::none)
+        if (auto st = send(); !st) return st;
+    }
+    auto now = Clock::now();
+    if (auto st = expire(now); !st) return st;
+    // Only with nothing half-sent and nothing queued: a keepalive must never interleave with a batch.
+    const auto interval = keepalive_interval();
+    if (pending == Pending::none && out_pos == out.size() && interval.count() > 0 && now - last_keepalive >= interval) {
+      int seconds_to_next = 0;
+      libssh2_keepalive_send(session->raw(), &seconds_to_next);
+      last_keepalive = now;
+    }
+    return {};
+  }
+
+  // ServerAliveInterval when set. While requests wait, probe at least four times per request timeout
+  // anyway: sshd answers keepalives even while sftp-server is busy (a long copy-data), so a live server
+  // keeps `last_receive` fresh and only a dead link trips the silence check in expire().
+  std::chrono::milliseconds keepalive_interval() const {
+    std::chrono::milliseconds interval = session->options().server_alive_interval;
+    if (!in_flight.empty()) {
+      auto probe = std::max<std::chrono::milliseconds>(options.request_timeout / 4, std::chrono::milliseconds(250));
+      if (interval.count() == 0 || probe < interval) interval = probe;
+    }
+    return interval;
+  }
+
+  Status wait_for_io() {
+    pollfd fds[2] = {{session->socket_fd(), POLLIN, 0}, {wake_fd, POLLIN, 0}};
+    if (pending != Pending::none || (libssh2_session_block_directions(session->raw()) & LIBSSH2_SESSION_BLOCK_OUTBOUND))
+      fds[0].events |= POLLOUT;
+    auto now = Clock::now();
+    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_wakeup(now) - now).count();
+    int ready = ::poll(fds, 2, static_cast<int>(std::clamp<long long>(wait, 0, 1000)));
+    if (ready < 0 && errno != EINTR) return Error::transport_error(std::string("poll failed: ") + std::strerror(errno));
+    // A hang-up with data still readable is read first; libssh2 then reports the precise error.
+    if (fds[0].revents & POLLIN) last_receive = Clock::now();
+    if ((fds[0].revents & (POLLERR | POLLHUP)) && !(fds[0].revents & POLLIN))
+      return Error::transport_error("the connection to the server was closed");
+    if (fds[1].revents & POLLIN) {
+      uint64_t count;
+      ssize_t ignored = ::read(wake_fd, &count, sizeof count);
+      (void)ignored;
+    }
+    return {};
+  }
+
+  void run() {
+    Status result;
+    for (;;) {
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        if (stopping) break;
+      }
+      result = step();
+      if (!result) break;
+      result = wait_for_io();
+      if (!result) break;
+    }
+    Error failure = result ? Error::transport_error("the connection was closed") : result.take_error();
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      if (!failure_reason.empty() && result) failure.message = failure_reason;  // fail(reason) stopped us
+    }
+    mark_failed(failure.message);
+    fail_all(failure);
+  }
+};
+
+Connection::Connection(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) { impl_->owner = this; }
+
+Result<std::unique_ptr<Connection>> Connection::open(const ssh::SessionOptions& ssh_options,
+                                                     const ConnectionOptions& options) {
+  auto session = ssh::Session::connect(ssh_options);
+  if (!session) return session.take_error();
+  LIBSSH2_SESSION* raw = (*session)->raw();
+  // The blocking handshake below must not hang either.
+  libssh2_session_set_timeout(raw, static_cast<long>(std::max<int64_t>(ssh_options.connect_timeout.count(), 1000)));
+  auto channel = (*session)->open_sftp_channel(options.window_size);
+  if (!channel) return channel.take_error();
+
+  if (auto st = write_all_blocking(channel->get(), raw, sftp::build_init()); !st) return st.take_error();
+  auto version_packet = read_packet_blocking(channel->get(), raw);
+  if (!version_packet) return version_packet.take_error();
+  auto version = sftp::parse_version(*version_packet);
+  if (!version) return Error::protocol_error("the server's SFTP VERSION reply is malformed: " + version.error().message);
+  if (version->version < 3)
+    return Error::protocol_error("the server speaks SFTP version " + std::to_string(version->version) +
+                                 "; sftpfs needs version 3");
+
+  ServerFeatures features;
+  features.version = std::move(*version);
+  features.max_read = features.max_write = std::min(options.default_io_size, options.max_io_size);
+  if (auto order = features.version.extensions.find("symlink-order@rjk.greenend.org.uk");
+      order != features.version.extensions.end())
+    features.symlink_draft_order = order->second == "linkpath-targetpath";
+
+  if (features.has(sftp::kExtLimits)) {
+    if (auto st = write_all_blocking(channel->get(), raw, sftp::build_limits(1)); !st) return st.take_error();
+    auto packet = read_packet_blocking(channel->get(), raw);
+    if (!packet) return packet.take_error();
+    auto reply = sftp::parse_reply(*packet);
+    if (reply && std::holds_alternative<sftp::ExtendedReply>(reply->body)) {
+      auto limits = sftp::parse_limits(std::get<sftp::ExtendedReply>(reply->body).payload);
+      if (limits) {
+        features.limits = *limits;
+        // 0 means "no limit stated": keep our default. A stated limit is clamped to what we can carry,
+        // and a request must also fit the server's packet limit with its header (~64 bytes + handle).
+        auto clamp = [&](uint64_t stated) -> uint32_t {
+          uint64_t size = stated == 0 ? options.default_io_size : stated;
+          if (limits->max_packet_length > 1024) size = std::min<uint64_t>(size, limits->max_packet_length - 1024);
+          return static_cast<uint32_t>(std::clamp<uint64_t>(size, 512, options.max_io_size));
+        };
+        features.max_read = clamp(limits->max_read_length);
+        features.max_write = clamp(limits->max_write_length);
+      } else {
+        LOG_WARN("ignoring a malformed limits@openssh.com reply: %s", limits.error().message.c_str());
+      }
+    }
+  }
+
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  impl->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (impl->wake_fd < 0) return Error::errno_error(errno, "eventfd failed");
+  impl->session = std::move(*session);
+  impl->channel = std::move(*channel);
+  libssh2_session_set_blocking(impl->session->raw(), 0);
+
+  std::unique_ptr<Connection> connection(new Connection(std::move(impl)));
+  connection->features_ = std::move(features);
+  LOG_INFO("connected to %s:%u: SFTP v%u, read %u / write %u bytes per request", ssh_options.host.c_str(),
+           ssh_options.port, connection->features_.version.version, connection->features_.max_read,
+           connection->features_.max_write);
+  connection->impl_->thread = std::thread([impl = connection->impl_.get()] { impl->run(); });
+  return connection;
+}
+
+Connection::~Connection() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    impl_->stopping = true;
+  }
+  impl_->wake();
+  if (impl_->thread.joinable()) impl_->thread.join();
+  // The thread completed everything it knew of; a submit that raced with the stop is completed here.
+  impl_->fail_all(Error::transport_error("the connection was closed"));
+  // Close politely but briefly: a dead server must not hold up an unmount.
+  LIBSSH2_SESSION* raw = impl_->session->raw();
+  libssh2_session_set_blocking(raw, 1);
+  libssh2_session_set_timeout(raw, 2000);
+  impl_->channel.reset();
+}
+
+void Connection::submit(sftp::Bytes packet, ReplyCallback on_reply, Clock::time_point deadline) {
+  if (packet.size() < sftp::kIdOffset + 4) {
+    on_reply(Error::protocol_error("internal: request packet too short"));
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    if (!failed_.load() && !impl_->stopping) {
+      impl_->submitted.push_back({std::move(packet), std::move(on_reply), deadline});
+      outstanding_.fetch_add(1);
+      impl_->wake();
+      return;
+    }
+  }
+  on_reply(Error::transport_error("not connected: " + failure()));
+}
+
+const ssh::SessionInfo& Connection::session_info() const { return impl_->session->info(); }
+
+std::string Connection::failure() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->failure_reason;
+}
+
+void Connection::fail(std::string reason) {
+  impl_->mark_failed(reason);
+  {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    impl_->stopping = true;
+  }
+  impl_->wake();
+}
+
+}  // namespace sftpfs::client
