@@ -54,6 +54,8 @@ struct SessionOptions {
   std::chrono::seconds server_alive_interval{0};  // 0: no keepalive probes
   int server_alive_count_max = 3;
   std::string ciphers;  // libssh2 method preference string; empty: library default
+  // Debug trace of connect steps (never secrets); may be empty.
+  std::function<void(const std::string&)> debug;
 };
 
 // Facts about the established session, for --probe and logs.
@@ -62,6 +64,8 @@ struct SessionInfo {
   std::string kex, host_key_type, cipher_cs, cipher_sc, mac_cs, mac_sc, compression_cs;
   std::string host_key_sha256;  // "SHA256:..." as ssh-keygen -l prints it
   std::string auth_method;      // "agent", "publickey <file>", "password", "keyboard-interactive"
+  // Things the user should hear about even on success (e.g. a host key added to known_hosts).
+  std::vector<std::string> warnings;
 };
 
 // Owns a libssh2 channel; frees it on destruction (the session must still be alive then).

@@ -1,0 +1,109 @@
+// Helpers shared by the ssh layer's .cpp files; not part of its interface.
+#pragma once
+
+#include <libssh2.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ssh/session.hpp"
+#include "util/result.hpp"
+
+namespace sftpfs::ssh::detail {
+
+using Clock = std::chrono::steady_clock;
+
+// Drives libssh2 calls on a non-blocking session until they finish, waiting on the socket in the
+// directions libssh2 asks for, never past one deadline shared by the whole connect. Time a person
+// spends answering a prompt is not counted against it (pause/resume).
+class IoWaiter {
+ public:
+  IoWaiter(LIBSSH2_SESSION* session, int fd, Clock::time_point deadline)
+      : session_(session), fd_(fd), deadline_(deadline) {}
+
+  // Calls `call` until it returns something other than LIBSSH2_ERROR_EAGAIN; returns that, or
+  // LIBSSH2_ERROR_TIMEOUT when the deadline passes first.
+  template <class Call>
+  int run(Call&& call) {
+    for (;;) {
+      int rc = call();
+      if (rc != LIBSSH2_ERROR_EAGAIN) return rc;
+      if (!wait_socket()) return LIBSSH2_ERROR_TIMEOUT;
+    }
+  }
+  // For calls that return a pointer and report EAGAIN through libssh2_session_last_errno.
+  template <class T, class Call>
+  T* run_ptr(Call&& call) {
+    for (;;) {
+      T* p = call();
+      if (p) return p;
+      if (libssh2_session_last_errno(session_) != LIBSSH2_ERROR_EAGAIN) return nullptr;
+      if (!wait_socket()) return nullptr;
+    }
+  }
+  // Waits for the socket as libssh2's block directions say; false when the deadline passed.
+  bool wait_socket();
+  bool expired() const { return Clock::now() >= deadline_; }
+  // Excludes time spent waiting for a person from the network deadline.
+  void pause() { paused_at_ = Clock::now(); }
+  void resume() {
+    if (paused_at_) deadline_ += Clock::now() - *paused_at_;
+    paused_at_.reset();
+  }
+
+ private:
+  LIBSSH2_SESSION* session_;
+  int fd_;
+  Clock::time_point deadline_;
+  std::optional<Clock::time_point> paused_at_;
+};
+
+// The last libssh2 error message of a session (never contains secrets).
+std::string last_error(LIBSSH2_SESSION* session);
+
+std::string base64_encode(const uint8_t* data, size_t len, bool pad = true);
+std::optional<std::vector<uint8_t>> base64_decode(std::string_view text);
+
+// "~/x" -> "$HOME/x".
+std::string expand_tilde(const std::string& path);
+std::string home_dir();
+std::string local_user_name();
+
+// Opens a TCP connection (blocking up to `deadline`), with TCP_NODELAY, the socket left non-blocking.
+Result<int> tcp_connect(const std::string& host, uint16_t port, Clock::time_point deadline);
+
+// Host key policy: before the handshake, which key types known_hosts records for the host; after it,
+// the verdict on the key the server presented.
+class KnownHosts {
+ public:
+  KnownHosts(LIBSSH2_SESSION* session, const SessionOptions& options);
+  ~KnownHosts();
+  KnownHosts(const KnownHosts&) = delete;
+  KnownHosts& operator=(const KnownHosts&) = delete;
+
+  // libssh2 host key method names for the types recorded for this host, most preferred first; empty
+  // when none is recorded (then the library default order applies).
+  std::vector<std::string> recorded_key_methods() const;
+  // Checks the negotiated host key. Appends warnings (e.g. "added to known_hosts") to `warnings`.
+  // Sets *disable_interactive_auth when a changed key was let through (StrictHostKeyChecking=no),
+  // as ssh does: no password may be sent to a possible impostor.
+  Status verify(std::vector<std::string>& warnings, bool* disable_interactive_auth);
+
+ private:
+  struct File;
+  LIBSSH2_SESSION* session_;
+  const SessionOptions& options_;
+  std::string lookup_name_;  // "host", "[host]:port" or the HostKeyAlias
+  std::vector<File> files_;
+};
+
+// User authentication in the configured order. `info` receives auth_method.
+Status authenticate(LIBSSH2_SESSION* session, IoWaiter& io, const SessionOptions& options,
+                    bool allow_interactive, SessionInfo& info);
+
+}  // namespace sftpfs::ssh::detail
