@@ -242,9 +242,10 @@ Status Authenticator::try_rsa_key(const std::string& path, const KeyFileInfo& ki
     note(path + ": " + key.error().message);
     return {};
   }
-  // libssh2 1.10 takes the request's algorithm name from the public key blob's type field, so the
-  // blob is labelled "rsa-sha2-256": OpenSSH parses it as an RSA key and verifies an rsa-sha2-256
-  // signature, where "ssh-rsa" would be refused before any signature (not in PubkeyAcceptedAlgorithms).
+  // libssh2 1.10 takes the request's algorithm name, and the name in the signature blob it wraps
+  // around our raw signature, from the public key blob's type field. So the blob is labelled
+  // "rsa-sha2-256": OpenSSH (9.2 measured) parses it as an RSA key and verifies an rsa-sha2-256
+  // signature, where "ssh-rsa" is refused before any signature (not in PubkeyAcceptedAlgorithms).
   std::vector<uint8_t> blob = key->public_blob("rsa-sha2-256");
   if (blob.empty()) {
     note(path + ": cannot extract the RSA public key");

@@ -375,10 +375,7 @@ std::optional<std::vector<uint8_t>> RsaKey::sign_sha256(const uint8_t* data, siz
   std::vector<uint8_t> sig(sig_len);
   if (EVP_DigestSign(ctx.get(), sig.data(), &sig_len, data, len) != 1) return std::nullopt;
   sig.resize(sig_len);
-  std::vector<uint8_t> out;
-  put_string(out, std::string("rsa-sha2-256"));
-  put_string(out, sig.data(), sig.size());
-  return out;
+  return sig;
 }
 
 }  // namespace sftpfs::ssh::detail

@@ -38,7 +38,8 @@ using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyDeleter>;
 struct RsaKey {
   PkeyPtr key;
   std::vector<uint8_t> public_blob(const std::string& type_name) const;  // string type, mpint e, mpint n
-  // SSH signature blob: string "rsa-sha2-256", string PKCS#1 v1.5 signature over SHA-256(data).
+  // PKCS#1 v1.5 signature over SHA-256(data), raw: libssh2 wraps it as string(algorithm name taken
+  // from the public key blob), string(signature).
   std::optional<std::vector<uint8_t>> sign_sha256(const uint8_t* data, size_t len) const;
 };
 
