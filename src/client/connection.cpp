@@ -97,7 +97,7 @@ struct Connection::Impl {
   struct InFlight {
     ReplyCallback on_reply;
     Clock::time_point deadline;
-    uint8_t type;
+    Clock::time_point sent;
   };
 
   Connection* owner = nullptr;
@@ -187,7 +187,7 @@ struct Connection::Impl {
       store_u32(q.packet.data() + sftp::kIdOffset, id);
       out.insert(out.end(), q.packet.begin(), q.packet.end());
       auto deadline = q.deadline == Clock::time_point{} ? now + options.request_timeout : q.deadline;
-      in_flight.emplace(id, InFlight{std::move(q.on_reply), deadline, q.packet[kLengthPrefix]});
+      in_flight.emplace(id, InFlight{std::move(q.on_reply), deadline, now});
       waiting.pop_front();
     }
   }
@@ -273,12 +273,15 @@ struct Connection::Impl {
     return {};
   }
 
-  // Times out overdue requests. A server that has sent nothing at all for a whole request timeout while
-  // requests wait is taken for dead (SFTP servers answer every request).
+  // Times out overdue requests. When the server has sent nothing at all since an overdue request was
+  // written (not even a keepalive reply, which sshd sends while sftp-server is busy), the link or the
+  // server is dead: the connection fails, so nothing else waits on it.
   Status expire(Clock::time_point now) {
     std::vector<ReplyCallback> overdue;
+    bool silent_since_sent = false;
     for (auto it = in_flight.begin(); it != in_flight.end();) {
       if (it->second.deadline <= now) {
+        silent_since_sent |= last_receive < it->second.sent;
         overdue.push_back(std::move(it->second.on_reply));
         expired_ids.insert(it->first);
         it = in_flight.erase(it);
@@ -288,9 +291,9 @@ struct Connection::Impl {
     }
     owner->outstanding_.fetch_sub(overdue.size());
     for (auto& cb : overdue) cb(Error::timed_out("the server did not answer in time"));
-    if (!in_flight.empty() && now - last_receive > options.request_timeout)
+    if (silent_since_sent || (!in_flight.empty() && now - last_receive > options.request_timeout))
       return Error::timed_out("the server has not answered for " +
-                              std::to_string(options.request_timeout.count() / 1000) + " s");
+                              std::to_string(std::chrono::duration_cast<std::chrono::seconds>(now - last_receive).count()) + " s");
     const auto interval = session->options().server_alive_interval;
     if (interval.count() > 0) {
       auto silent_for = now - last_receive;
@@ -372,11 +375,18 @@ struct Connection::Impl {
       result = wait_for_io();
       if (!result) break;
     }
-    Error failure = result ? Error::transport_error("the connection was closed") : result.take_error();
-    {
-      std::lock_guard<std::mutex> lock(mutex);
-      if (!failure_reason.empty() && result) failure.message = failure_reason;  // fail(reason) stopped us
+    if (result) {  // stopped: by the destructor (a normal close) or by fail(reason)
+      Error closed = Error::transport_error("the connection was closed");
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        if (!failure_reason.empty()) closed.message = failure_reason;
+        else failure_reason = closed.message;
+      }
+      owner->failed_.store(true);
+      fail_all(closed);
+      return;
     }
+    Error failure = result.take_error();
     mark_failed(failure.message);
     fail_all(failure);
   }
@@ -394,6 +404,9 @@ Result<std::unique_ptr<Connection>> Connection::open(const ssh::SessionOptions& 
   auto channel = (*session)->open_sftp_channel(options.window_size);
   if (!channel) return channel.take_error();
 
+  // INIT/VERSION and limits are exchanged blocking (bounded by the timeout above); the I/O thread
+  // switches to non-blocking when it takes over.
+  libssh2_session_set_blocking(raw, 1);
   if (auto st = write_all_blocking(channel->get(), raw, sftp::build_init()); !st) return st.take_error();
   auto version_packet = read_packet_blocking(channel->get(), raw);
   if (!version_packet) return version_packet.take_error();

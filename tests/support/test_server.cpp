@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <sys/wait.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <array>
@@ -68,10 +69,55 @@ void TestServer::kill_server() {
 
 TestServer::~TestServer() {
   if (pid_ > 0) {
+    thaw_sessions();  // a stopped process would ignore the polite stop
     run_shell(std::string(SFTPFS_SOURCE_DIR) + "/tests/support/test-sshd stop " + quote(dir_));
     pid_ = -1;
   }
   run_shell("rm -rf " + quote(dir_));
+}
+
+std::vector<int> TestServer::session_pids() const {
+  std::vector<int> pids;
+  if (pid_ <= 0) return pids;
+  std::vector<int> frontier{pid_};
+  while (!frontier.empty()) {
+    int parent = frontier.back();
+    frontier.pop_back();
+    std::string children = shell_output("pgrep -P " + std::to_string(parent) + " 2>/dev/null");
+    size_t pos = 0;
+    while (pos < children.size()) {
+      size_t end = children.find('\n', pos);
+      if (end == std::string::npos) end = children.size();
+      int child = std::atoi(children.substr(pos, end - pos).c_str());
+      if (child > 0) {
+        pids.push_back(child);
+        frontier.push_back(child);
+      }
+      pos = end + 1;
+    }
+  }
+  return pids;
+}
+
+void TestServer::freeze_sessions() {
+  for (int pid : session_pids()) ::kill(pid, SIGSTOP);
+}
+
+void TestServer::thaw_sessions() {
+  for (int pid : session_pids()) ::kill(pid, SIGCONT);
+}
+
+std::string ensure_test_user() {
+  const std::string user = "sftpfs-test";
+  if (run_shell("id -u " + user + " >/dev/null 2>&1") != 0) {
+    run_shell("useradd -m -s /bin/sh " + user + " >/dev/null 2>&1");
+  }
+  // useradd leaves the account locked ('!'), which sshd (UsePAM no) refuses even for keys: unlock it
+  // without a usable password unless a test set one.
+  if (shell_output("getent shadow " + user + " | cut -d: -f2").rfind('!', 0) == 0) {
+    run_shell("usermod -p '*' " + user);
+  }
+  return user;
 }
 
 std::string TestServer::make_remote_dir(const std::string& name) {

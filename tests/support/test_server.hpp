@@ -25,6 +25,13 @@ class TestServer {
   // Kills sshd now (e.g. to test a server dying mid-transfer). Idempotent.
   void kill_server();
 
+  // The per-connection processes below the listener (sshd sessions, sftp-server), by pid.
+  std::vector<int> session_pids() const;
+  // Stops (SIGSTOP) or resumes (SIGCONT) every session process: a server that stops answering without
+  // closing the connection, as a black-holed network looks.
+  void freeze_sessions();
+  void thaw_sessions();
+
   // A fresh empty directory on the "remote" side (same machine), removed with the server.
   std::string make_remote_dir(const std::string& name);
 
@@ -33,6 +40,10 @@ class TestServer {
   uint16_t port_ = 0;
   int pid_ = -1;
 };
+
+// A non-root local user for tests that need permissions enforced ("sftpfs-test"), created when
+// absent, with the server's user key authorized (authorized_keys is shared by all users). Returns its name.
+std::string ensure_test_user();
 
 // Runs a shell command; returns its exit status (for test setup only).
 int run_shell(const std::string& command);

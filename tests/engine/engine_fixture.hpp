@@ -1,0 +1,77 @@
+// An engine test: a private sshd and a Client connected to it as root, with a scratch directory on the
+// server side (a local path, so results are checked with ordinary syscalls).
+#pragma once
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+
+#include "client/client.hpp"
+#include "test_server.hpp"
+
+namespace sftpfs::test {
+
+inline ssh::SessionOptions session_options(const TestServer& server, const std::string& user = "root") {
+  ssh::SessionOptions options;
+  options.host = "127.0.0.1";
+  options.port = server.port();
+  options.user = user;
+  options.identity_files = {server.user_key()};
+  options.identities_only = true;
+  options.use_agent = false;
+  options.user_known_hosts_files = {server.known_hosts()};
+  options.global_known_hosts_files = {};
+  options.batch_mode = true;
+  options.password_authentication = false;
+  options.kbd_interactive_authentication = false;
+  options.connect_timeout = std::chrono::seconds(10);
+  return options;
+}
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ssh::global_init();
+    server_ = std::make_unique<TestServer>();
+    dir_ = server_->make_remote_dir("engine");
+  }
+  void TearDown() override {
+    client_.reset();  // close before the server goes
+    server_.reset();
+  }
+
+  client::Client& connect(size_t connections = 1, client::ConnectionOptions connection = {}) {
+    client::ClientOptions options;
+    options.connections = connections;
+    options.connection = connection;
+    auto client = client::Client::connect(session_options(*server_), options);
+    if (!client) {
+      ADD_FAILURE() << "connect failed: " << client.error().message;
+      throw std::runtime_error("connect failed");
+    }
+    client_ = std::move(*client);
+    return *client_;
+  }
+
+  std::string path(const std::string& name) const { return dir_ + "/" + name; }
+
+  static std::string read_local(const std::string& file) {
+    std::ifstream in(file, std::ios::binary);
+    std::stringstream buffer;
+    buffer << in.rdbuf();
+    return buffer.str();
+  }
+  static void write_local(const std::string& file, const std::string& content) {
+    std::ofstream(file, std::ios::binary) << content;
+  }
+
+  std::unique_ptr<TestServer> server_;
+  std::unique_ptr<client::Client> client_;
+  std::string dir_;
+};
+
+}  // namespace sftpfs::test
