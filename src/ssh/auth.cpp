@@ -1,7 +1,11 @@
 // User authentication: agent, identity files (with passphrases), password, keyboard-interactive.
 // Every attempt is remembered so a final refusal says what was tried and what to do.
 #include <openssl/crypto.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -69,6 +73,130 @@ int rsa_sha2_sign(LIBSSH2_SESSION*, unsigned char** sig, size_t* sig_len, const 
   } catch (...) {
     return -1;
   }
+}
+
+// Signs with an RSA key held by ssh-agent, asking for rsa-sha2-256 (flag 2); libssh2 1.10's agent
+// code only asks for SHA-1 signatures.
+struct AgentRsaSigner {
+  std::string socket_path;
+  std::vector<uint8_t> key_blob;  // as the agent listed it ("ssh-rsa" ...)
+};
+
+void put_u32(std::vector<uint8_t>& out, uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<uint8_t>(v >> shift));
+}
+uint32_t get_u32(const uint8_t* p) {
+  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
+}
+
+bool write_all(int fd, const uint8_t* data, size_t len) {
+  while (len > 0) {
+    ssize_t n = ::write(fd, data, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    data += n;
+    len -= static_cast<size_t>(n);
+  }
+  return true;
+}
+bool read_all(int fd, uint8_t* data, size_t len) {
+  while (len > 0) {
+    ssize_t n = ::read(fd, data, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    data += n;
+    len -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// Returns the raw RSA signature from the agent's rsa-sha2-256 signature blob.
+std::optional<std::vector<uint8_t>> agent_sign_rsa_sha2(const AgentRsaSigner& signer, const uint8_t* data,
+                                                        size_t len) {
+  constexpr uint8_t kSignRequest = 13, kSignResponse = 14;
+  constexpr uint32_t kRsaSha2_256 = 2;
+  sockaddr_un addr{};
+  if (signer.socket_path.size() >= sizeof addr.sun_path) return std::nullopt;
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, signer.socket_path.c_str(), signer.socket_path.size() + 1);
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return std::nullopt;
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  timeval tv{10, 0};  // a local agent answers at once; one that does not must not hang us
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return std::nullopt;
+  std::vector<uint8_t> body;
+  body.push_back(kSignRequest);
+  put_u32(body, static_cast<uint32_t>(signer.key_blob.size()));
+  body.insert(body.end(), signer.key_blob.begin(), signer.key_blob.end());
+  put_u32(body, static_cast<uint32_t>(len));
+  body.insert(body.end(), data, data + len);
+  put_u32(body, kRsaSha2_256);
+  std::vector<uint8_t> packet;
+  put_u32(packet, static_cast<uint32_t>(body.size()));
+  packet.insert(packet.end(), body.begin(), body.end());
+  if (!write_all(fd, packet.data(), packet.size())) return std::nullopt;
+  uint8_t header[4];
+  if (!read_all(fd, header, 4)) return std::nullopt;
+  uint32_t reply_len = get_u32(header);
+  if (reply_len < 1 || reply_len > 256 * 1024) return std::nullopt;
+  std::vector<uint8_t> reply(reply_len);
+  if (!read_all(fd, reply.data(), reply.size()) || reply[0] != kSignResponse) return std::nullopt;
+  // byte 14, string signature_blob = string "rsa-sha2-256", string raw signature
+  size_t pos = 1;
+  auto take_string = [&](const uint8_t*& p, size_t& n) {
+    if (reply.size() - pos < 4) return false;
+    n = get_u32(reply.data() + pos);
+    pos += 4;
+    if (reply.size() - pos < n) return false;
+    p = reply.data() + pos;
+    pos += n;
+    return true;
+  };
+  const uint8_t* blob;
+  size_t blob_len;
+  if (!take_string(blob, blob_len)) return std::nullopt;
+  pos = static_cast<size_t>(blob - reply.data());
+  const uint8_t* name;
+  size_t name_len;
+  const uint8_t* sig;
+  size_t sig_len;
+  if (!take_string(name, name_len) || std::string_view(reinterpret_cast<const char*>(name), name_len) != "rsa-sha2-256" ||
+      !take_string(sig, sig_len)) {
+    return std::nullopt;
+  }
+  return std::vector<uint8_t>(sig, sig + sig_len);
+}
+
+int agent_rsa_sha2_sign(LIBSSH2_SESSION*, unsigned char** sig, size_t* sig_len, const unsigned char* data,
+                        size_t data_len, void** abstract) {
+  try {
+    auto raw = agent_sign_rsa_sha2(*static_cast<const AgentRsaSigner*>(*abstract), data, data_len);
+    if (!raw) return -1;
+    auto* out = static_cast<unsigned char*>(std::malloc(raw->size()));
+    if (!out) return -1;
+    std::memcpy(out, raw->data(), raw->size());
+    *sig = out;
+    *sig_len = raw->size();
+    return 0;
+  } catch (...) {
+    return -1;
+  }
+}
+
+// "ssh-rsa" blob relabelled "rsa-sha2-256" (see try_rsa_key for why).
+std::vector<uint8_t> relabel_rsa_blob(const unsigned char* blob, size_t len) {
+  std::vector<uint8_t> out;
+  if (len < 11) return out;
+  const std::string name = "rsa-sha2-256";
+  put_u32(out, static_cast<uint32_t>(name.size()));
+  out.insert(out.end(), name.begin(), name.end());
+  out.insert(out.end(), blob + 11, blob + len);  // skip string "ssh-rsa" (4 + 7 bytes)
+  return out;
 }
 
 class Authenticator {
@@ -212,17 +340,25 @@ Status Authenticator::try_agent() {
     ++count;
     const std::string type = blob_key_type(identity->blob, identity->blob_len);
     const std::string label = std::string(identity->comment ? identity->comment : "") + " (" + type + ")";
-    int rc = io_.run([&] { return libssh2_agent_userauth(agent.get(), o_.user.c_str(), identity); });
+    int rc;
+    if (type == "ssh-rsa") {
+      AgentRsaSigner signer{sock, std::vector<uint8_t>(identity->blob, identity->blob + identity->blob_len)};
+      std::vector<uint8_t> blob = relabel_rsa_blob(identity->blob, identity->blob_len);
+      void* abstract = &signer;
+      rc = io_.run([&] {
+        return libssh2_userauth_publickey(s_, o_.user.c_str(), blob.data(), blob.size(), agent_rsa_sha2_sign,
+                                          &abstract);
+      });
+    } else {
+      rc = io_.run([&] { return libssh2_agent_userauth(agent.get(), o_.user.c_str(), identity); });
+    }
     if (rc == 0 && done()) {
       info_.auth_method = "agent";
       debug("authenticated with agent key " + label);
       return {};
     }
     if (rc == LIBSSH2_ERROR_TIMEOUT) return timeout();
-    std::string why = type == "ssh-rsa" ? "not accepted (libssh2 1.10 signs agent RSA keys with SHA-1 only, which "
-                                          "OpenSSH >= 8.8 refuses; use -o IdentityFile=the RSA key file instead)"
-                                        : "not accepted";
-    note("agent key " + label + ": " + why);
+    note("agent key " + label + ": not accepted");
   }
   if (count == 0) note("agent (no keys)");
   return {};
