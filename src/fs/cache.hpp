@@ -1,0 +1,136 @@
+// Time-limited caches keyed by remote path: attributes, directory listings, negative lookups.
+// Each takes its clock as a function, so tests drive time without sleeping. A ttl of zero disables a
+// cache (put stores nothing). Each cache has its own mutex, a leaf lock: never held while calling out.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sftp/protocol.hpp"
+
+namespace sftpfs::fs {
+
+using CacheClock = std::chrono::steady_clock;
+using ClockFn = std::function<CacheClock::time_point()>;
+ClockFn steady_clock_fn();
+
+// A path-keyed map whose entries expire; invalidate_tree drops a path and everything below it.
+template <class V>
+class TtlMap {
+ public:
+  TtlMap(std::chrono::milliseconds ttl, size_t max_entries, ClockFn clock)
+      : ttl_(ttl), max_entries_(max_entries), clock_(std::move(clock)) {}
+
+  bool enabled() const { return ttl_.count() > 0 && max_entries_ > 0; }
+
+  void put(const std::string& key, V value) {
+    if (!enabled()) return;
+    auto now = clock_();
+    std::lock_guard lock(mutex_);
+    if (map_.size() >= max_entries_ && map_.find(key) == map_.end()) make_room_locked(now);
+    map_.insert_or_assign(key, Entry{std::move(value), now + ttl_});
+  }
+
+  std::optional<V> get(const std::string& key) const {
+    if (!enabled()) return std::nullopt;
+    auto now = clock_();
+    std::lock_guard lock(mutex_);
+    auto it = map_.find(key);
+    if (it == map_.end() || it->second.expires <= now) return std::nullopt;
+    return it->second.value;
+  }
+
+  void invalidate(const std::string& key) {
+    std::lock_guard lock(mutex_);
+    map_.erase(key);
+  }
+
+  void invalidate_tree(const std::string& key) {
+    std::lock_guard lock(mutex_);
+    map_.erase(key);
+    std::string prefix = key;
+    if (prefix.empty() || prefix.back() != '/') prefix.push_back('/');
+    auto it = map_.lower_bound(prefix);
+    while (it != map_.end() && it->first.compare(0, prefix.size(), prefix) == 0) it = map_.erase(it);
+  }
+
+  void clear() {
+    std::lock_guard lock(mutex_);
+    map_.clear();
+  }
+
+  size_t size() const {
+    std::lock_guard lock(mutex_);
+    return map_.size();
+  }
+
+ private:
+  struct Entry {
+    V value;
+    CacheClock::time_point expires;
+  };
+
+  void make_room_locked(CacheClock::time_point now) {
+    for (auto it = map_.begin(); it != map_.end();) it = it->second.expires <= now ? map_.erase(it) : std::next(it);
+    // Still full of live entries: drop everything rather than track recency; the cache refills.
+    if (map_.size() >= max_entries_) map_.clear();
+  }
+
+  const std::chrono::milliseconds ttl_;
+  const size_t max_entries_;
+  const ClockFn clock_;
+  mutable std::mutex mutex_;  // leaf lock
+  std::map<std::string, Entry> map_;
+};
+
+// What the server said about a path, and the link count READDIR's longname gave (0 = unknown).
+struct CachedAttrs {
+  sftp::Attrs attrs;
+  uint32_t nlink = 0;
+};
+
+struct DirEntry {
+  std::string name;
+  sftp::Attrs attrs;
+  uint32_t nlink = 0;  // from the longname; 0 = unknown
+};
+using DirListing = std::shared_ptr<const std::vector<DirEntry>>;
+
+// The three caches the filesystem keeps, with the invalidations a change made through this mount needs.
+class Caches {
+ public:
+  struct Config {
+    std::chrono::milliseconds attr_ttl{0}, dir_ttl{0}, negative_ttl{0};
+    size_t max_attr_entries = 200000;
+    size_t max_dirs = 10000;
+    size_t max_negative = 10000;
+  };
+  Caches(Config config, ClockFn clock);
+
+  TtlMap<CachedAttrs> attrs;
+  TtlMap<DirListing> dirs;
+  TtlMap<bool> negative;
+
+  // Records a directory listing and feeds every entry's attributes to the attribute cache.
+  void put_listing(const std::string& dir_path, DirListing listing);
+  // Looks for `name` in a fresh listing of `dir_path`: nullopt = no listing; a listing without the
+  // name answers "absent" (an entry with an empty name).
+  std::optional<std::optional<DirEntry>> from_listing(const std::string& dir_path, std::string_view name) const;
+
+  // Something changed at `path` (created, removed, attributes): forget what we knew about it and
+  // about its parent directory's listing.
+  void changed(const std::string& path);
+  // A subtree moved or went away: forget everything under it too.
+  void changed_tree(const std::string& path);
+
+  static std::string parent_path(const std::string& path);
+};
+
+}  // namespace sftpfs::fs

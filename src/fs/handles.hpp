@@ -1,0 +1,68 @@
+// Open file and directory handles. fi->fh holds a HandleBase*; the Filesystem's registry owns the
+// object (shared_ptr) from open to release, and every callback in flight holds a shared_ptr too, so a
+// handle outlives its release until its last request is answered.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "client/client.hpp"
+#include "fs/cache.hpp"
+#include "fs/inode_table.hpp"
+#include "util/result.hpp"
+
+namespace sftpfs::fs {
+
+struct HandleBase {
+  explicit HandleBase(bool dir) : is_dir(dir) {}
+  virtual ~HandleBase() = default;
+  const bool is_dir;
+};
+
+// Write-behind: a WRITE is acknowledged to the kernel as soon as it is sent, while the bytes sent and
+// not yet answered stay within kWriteBehindBytes; past that, the kernel's request is answered when
+// its own WRITE is. The first failure is kept and reported at the next write, flush, fsync or close.
+struct FileHandle : HandleBase, std::enable_shared_from_this<FileHandle> {
+  FileHandle(Ino i, client::FileRef r, bool w, bool a) : HandleBase(false), ino(i), remote(std::move(r)), writable(w), append(a) {}
+
+  const Ino ino;
+  const client::FileRef remote;
+  const bool writable;
+  const bool append;  // O_APPEND: we write at our own idea of the end (servers ignore the flag)
+
+  std::mutex mutex;  // guards below; leaf lock
+  uint64_t in_flight = 0;                   // bytes sent and not yet answered
+  std::optional<Error> first_error;         // first failed write, until reported by flush/fsync
+  uint64_t append_offset = 0;               // for append: where the next write goes
+  std::vector<std::function<void()>> drained_waiters;  // run once in_flight reaches 0
+};
+
+// A directory read in full when opened (several READDIRs in flight), then served from memory; a fresh
+// listing from the cache serves without any request.
+struct DirHandle : HandleBase, std::enable_shared_from_this<DirHandle> {
+  DirHandle(Ino i, std::string p) : HandleBase(true), ino(i), path(std::move(p)) {}
+
+  const Ino ino;
+  const std::string path;
+
+  std::mutex mutex;  // guards below; leaf lock
+  client::FileRef remote;  // open while fetching; closed at the end of the directory
+  bool complete = false;
+  std::optional<Error> error;
+  DirListing listing;
+  std::vector<std::function<void()>> on_complete;
+  // Fetch state: READDIR replies are kept by the order they were sent in.
+  uint64_t issued = 0;
+  int outstanding = 0;
+  bool eof = false;
+  std::map<uint64_t, std::vector<sftp::NameEntry>> batches;
+};
+
+}  // namespace sftpfs::fs

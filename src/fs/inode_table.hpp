@@ -1,0 +1,94 @@
+// The inode table: our inode numbers <-> (parent inode, name), from which remote paths are derived.
+//
+// SFTP has no inode numbers, so identity is the path: one node per name in the tree. A node's number
+// never changes for the life of the mount and is never reused; a rename moves the node (with its whole
+// subtree, since children hold their parent's number, not a path). A node lives while the kernel holds a
+// lookup reference to it (lookup counts, forget), while a file handle is open on it, or while it has
+// children; an unlinked or replaced node is "detached": it has no path any more but keeps serving its
+// open handles until the last reference goes.
+//
+// Locking: one mutex guards the whole table. It is a leaf lock: no other lock is taken while it is
+// held, and it is never held across a client call or a reply to the kernel.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+namespace sftpfs::fs {
+
+using Ino = uint64_t;
+inline constexpr Ino kRootIno = 1;  // FUSE_ROOT_ID
+
+class InodeTable {
+ public:
+  explicit InodeTable(std::string remote_root);
+
+  // The node for parent/name, created if absent, with `lookups` added to its lookup count (one per
+  // entry replied to the kernel). `type` (S_IFMT bits, 0 = unknown) is remembered when given.
+  // Returns nullopt when the parent is unknown or detached.
+  std::optional<Ino> link(Ino parent, std::string_view name, uint64_t lookups, mode_t type = 0);
+  std::optional<Ino> find(Ino parent, std::string_view name) const;
+
+  // The kernel dropped `count` lookups. The node goes when nothing references it.
+  void forget(Ino ino, uint64_t count);
+
+  // Open handles pin a node (an unlinked open file keeps working).
+  void open_ref(Ino ino);
+  void close_ref(Ino ino);
+
+  // Remote path of a node; nullopt when unknown or detached. The root's path is the remote root.
+  std::optional<std::string> path(Ino ino) const;
+  // Remote path of parent/name; nullopt when the parent has no path.
+  std::optional<std::string> child_path(Ino parent, std::string_view name) const;
+  std::optional<Ino> parent_of(Ino ino) const;
+
+  // The name was removed on the server: the node (if any) is detached.
+  void unlink(Ino parent, std::string_view name);
+  // The server renamed old_parent/old_name to new_parent/new_name: the node moves, a node that was
+  // at the target is detached.
+  void rename(Ino old_parent, std::string_view old_name, Ino new_parent, std::string_view new_name);
+
+  // Link count learned from the server (READDIR longname); 0 = unknown.
+  void set_nlink(Ino ino, uint32_t nlink);
+  uint32_t nlink(Ino ino) const;
+  mode_t type(Ino ino) const;  // S_IFMT bits, 0 = unknown
+  void set_type(Ino ino, mode_t type);
+
+  // For tests and diagnostics.
+  bool contains(Ino ino) const;
+  uint64_t lookup_count(Ino ino) const;
+  bool detached(Ino ino) const;
+  size_t size() const;
+
+  static std::string join(std::string_view dir, std::string_view name);
+
+ private:
+  struct Node {
+    Ino parent = 0;
+    std::string name;
+    uint64_t lookups = 0;
+    uint32_t opens = 0;
+    uint32_t nlink = 0;
+    mode_t type = 0;
+    bool detached = false;
+    std::unordered_map<std::string, Ino> children;
+  };
+
+  std::optional<std::string> path_locked(Ino ino) const;
+  void detach_locked(Ino ino);
+  // Erases the node if nothing references it any more, then looks at its parent the same way.
+  void maybe_erase_locked(Ino ino);
+
+  const std::string remote_root_;
+  mutable std::mutex mutex_;  // guards everything below; leaf lock (see above)
+  std::unordered_map<Ino, Node> nodes_;
+  Ino next_ino_ = kRootIno + 1;
+};
+
+}  // namespace sftpfs::fs
