@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -264,21 +265,35 @@ TEST_P(AgentTest, AgentKey) {
 
 INSTANTIATE_TEST_SUITE_P(KeyTypes, AgentTest, ::testing::Values("ed25519", "rsa"));
 
-// The password user: created when absent, with a fresh random password each run.
-std::string ensure_password_user() {
-  if (run_shell("id sftpfs-test >/dev/null 2>&1") != 0) {
-    if (run_shell("useradd -m -s /bin/sh sftpfs-test") != 0) return {};
+// The password user "sftpfs-test": created when absent, given a fresh random password, and held
+// under an exclusive lock for the test's duration, since concurrently running tests (ctest -j) would
+// otherwise change the password under each other.
+class PasswordUser {
+ public:
+  PasswordUser() : lock_fd_(::open("/tmp/sftpfs-test-user.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600)) {
+    if (lock_fd_ < 0 || ::flock(lock_fd_, LOCK_EX) != 0) return;
+    if (run_shell("id sftpfs-test >/dev/null 2>&1") != 0 && run_shell("useradd -m -s /bin/sh sftpfs-test") != 0) return;
+    std::random_device rd;
+    std::string password = "Pw-";
+    const char alphabet[] = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    for (int i = 0; i < 20; ++i) password += alphabet[rd() % (sizeof alphabet - 1)];
+    if (run_shell("echo 'sftpfs-test:" + password + "' | chpasswd") == 0) password_ = password;
   }
-  std::random_device rd;
-  std::string password = "Pw-";
-  const char alphabet[] = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-  for (int i = 0; i < 20; ++i) password += alphabet[rd() % (sizeof alphabet - 1)];
-  if (run_shell("echo 'sftpfs-test:" + password + "' | chpasswd") != 0) return {};
-  return password;
-}
+  ~PasswordUser() {
+    if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the lock
+  }
+  PasswordUser(const PasswordUser&) = delete;
+  PasswordUser& operator=(const PasswordUser&) = delete;
+  const std::string& password() const { return password_; }
+
+ private:
+  int lock_fd_;
+  std::string password_;
+};
 
 TEST(Session, PasswordAuthentication) {
-  std::string password = ensure_password_user();
+  PasswordUser user;
+  const std::string password = user.password();
   ASSERT_FALSE(password.empty()) << "cannot create the test user";
   TestServer server;
   auto o = base_options(server);
@@ -308,8 +323,9 @@ TEST(Session, PasswordAuthentication) {
 }
 
 TEST(Session, WrongPasswordIsAnAuthError) {
-  std::string password = ensure_password_user();
-  ASSERT_FALSE(password.empty());
+  PasswordUser user;
+  const std::string password = user.password();
+  ASSERT_FALSE(password.empty()) << "cannot create the test user";
   TestServer server;
   auto o = base_options(server);
   o.user = "sftpfs-test";
@@ -326,8 +342,9 @@ TEST(Session, WrongPasswordIsAnAuthError) {
 }
 
 TEST(Session, KeyboardInteractiveThroughPam) {
-  std::string password = ensure_password_user();
-  ASSERT_FALSE(password.empty());
+  PasswordUser user;
+  const std::string password = user.password();
+  ASSERT_FALSE(password.empty()) << "cannot create the test user";
   TestServer server({"UsePAM yes", "KbdInteractiveAuthentication yes", "PasswordAuthentication no"});
   auto o = base_options(server);
   o.user = "sftpfs-test";
