@@ -759,11 +759,14 @@ struct Filesystem::Impl {
       uint32_t nlink = std::max<uint32_t>(inodes.nlink(ino), 1) + 1;
       inodes.set_nlink(ino, nlink);
       // Some servers answer OK and do nothing: the new name must exist.
-      client->lstat(t, tracked([this, req, newparent, nn, t, nlink](Result<sftp::Attrs> r) {
+      client->lstat(t, tracked([this, req, ino, newparent, nn, t, nlink](Result<sftp::Attrs> r) {
         if (!r) {
           if (is_status(r.error(), sftp::SSH_FX_NO_SUCH_FILE)) return (void)fuse_reply_err(req, EPERM);
           return reply_error(req, r.error());
         }
+        // The kernel keeps the source's cached attributes (a different node to it): have it ask again
+        // for the new link count. Attributes only (offset < 0): no page cache work, nothing to deadlock.
+        if (session) fuse_lowlevel_notify_inval_inode(session, ino, -1, 0);
         reply_entry(req, newparent, nn, *r, nlink);
       }));
     }));
