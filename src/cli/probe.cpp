@@ -43,7 +43,7 @@ int run_probe(client::Client& client, std::ostream& out) {
     out << "  " << std::left << std::setw(34) << name << " " << printable(data) << "\n";
   const sftp::Limits& limits = features.limits;
   out << "limits:            "
-      << (features.has(sftp::kExtLimits) ? "" : "(no limits@openssh.com: defaults apply)") << "\n"
+      << (features.has(sftp::kExtLimits) ? "from limits@openssh.com" : "not stated (no limits@openssh.com): defaults apply") << "\n"
       << "  max packet length   " << limit(limits.max_packet_length) << "\n"
       << "  max read length     " << limit(limits.max_read_length) << "\n"
       << "  max write length    " << limit(limits.max_write_length) << "\n"
