@@ -1,0 +1,241 @@
+"""The sftpfs command line through the real binary against the test sshd.
+
+Every bad input must exit non-zero with one line on stderr that names the problem, and leave no mount
+and no sftpfs process behind. A good mount returns 0 once it is mounted and goes away when unmounted.
+"""
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import is_mounted, sftpfs_binary, wait_until
+
+TIMEOUT = 60
+
+
+def clean_env(home: Path):
+    """No agent, no askpass, and a HOME without keys or ssh config: only what a test gives is used."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SSH_AUTH_SOCK", "SSH_ASKPASS", "DISPLAY",
+                                                            "WAYLAND_DISPLAY", "SSH_ASKPASS_REQUIRE")}
+    home.mkdir(parents=True, exist_ok=True)
+    env["HOME"] = str(home)
+    return env
+
+
+def processes_mentioning(text: str):
+    """Pids of live processes whose command line contains `text` (our unique mount point)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline and int(entry) != os.getpid():
+            pids.append(int(entry))
+    return pids
+
+
+class Cli:
+    def __init__(self, sshd, tmp_path: Path):
+        self.sshd = sshd
+        self.tmp = tmp_path
+        self.env = clean_env(tmp_path / "home")
+        self.mountpoint = tmp_path / "mnt"
+        self.mountpoint.mkdir()
+
+    def ssh_args(self, key=None, known_hosts=None, port=None):
+        return ["-p", str(port or self.sshd.port),
+                "-o", f"IdentityFile={key or self.sshd.key}",
+                "-o", f"UserKnownHostsFile={known_hosts or self.sshd.known_hosts}",
+                "-o", "BatchMode=yes"]
+
+    def run(self, args, stdin_text=None):
+        return subprocess.run([sftpfs_binary()] + args, input=stdin_text if stdin_text is not None else "",
+                              capture_output=True, text=True, timeout=TIMEOUT, env=self.env)
+
+    def expect_failure(self, args, *needles, stdin_text=None, mountpoint=None):
+        mountpoint = Path(mountpoint or self.mountpoint)
+        result = self.run(args, stdin_text)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode != 0, f"expected failure, got 0; stderr: {result.stderr}"
+        assert len(lines) == 1, f"expected one line, got: {result.stderr!r}"
+        assert lines[0].startswith("sftpfs: "), lines[0]
+        for needle in needles:
+            assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+        assert not is_mounted(mountpoint)
+        assert wait_until(lambda: not processes_mentioning(str(mountpoint)), timeout=10), \
+            f"sftpfs processes left: {processes_mentioning(str(mountpoint))}"
+        return lines[0]
+
+
+@pytest.fixture
+def cli(sshd, tmp_path):
+    c = Cli(sshd, tmp_path)
+    yield c
+    # Whatever a failing test left: unmount, and end processes that name our mount point.
+    if is_mounted(c.mountpoint):
+        subprocess.run(["fusermount3", "-uz", str(c.mountpoint)], capture_output=True)
+    for pid in processes_mentioning(str(c.mountpoint)):
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_version_and_help(cli):
+    version = cli.run(["--version"])
+    assert version.returncode == 0
+    assert "sftpfs version" in version.stdout
+    help_ = cli.run(["--help"])
+    assert help_.returncode == 0
+    for word in ("usage: sftpfs", "idmap", "dir_cache", "allow_other", "StrictHostKeyChecking", "--probe"):
+        assert word in help_.stdout
+
+
+def test_wrong_host_name(cli, remote):
+    cli.expect_failure([f"root@no-such-host.invalid:{remote}", str(cli.mountpoint)] + cli.ssh_args(),
+                       "no-such-host.invalid", "resolve")
+
+
+def test_refused_port(cli, remote):
+    cli.expect_failure([f"root@127.0.0.1:{remote}", str(cli.mountpoint)] + cli.ssh_args(port=free_port()),
+                       "refused")
+
+
+def test_wrong_user(cli, remote):
+    cli.expect_failure([f"no-such-user-sftpfs@127.0.0.1:{remote}", str(cli.mountpoint)] + cli.ssh_args(),
+                       "Permission denied", "no-such-user-sftpfs")
+
+
+def test_wrong_key(cli, remote, tmp_path):
+    key = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    cli.expect_failure([f"root@127.0.0.1:{remote}", str(cli.mountpoint)] + cli.ssh_args(key=key),
+                       "Permission denied", str(key))
+
+
+def test_unknown_host_key(cli, remote, tmp_path):
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    line = cli.expect_failure([f"root@127.0.0.1:{remote}", str(cli.mountpoint)] + cli.ssh_args(known_hosts=empty),
+                              "SHA256:")
+    assert "not known" in line or "unknown" in line
+
+
+def test_changed_host_key(cli, remote, tmp_path):
+    other = tmp_path / "other_host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    wrong = tmp_path / "wrong_known_hosts"
+    public = (tmp_path / "other_host_key.pub").read_text().split()
+    wrong.write_text(f"[127.0.0.1]:{cli.sshd.port} {public[0]} {public[1]}\n")
+    cli.expect_failure([f"root@127.0.0.1:{remote}", str(cli.mountpoint)] + cli.ssh_args(known_hosts=wrong)
+                       + ["-o", "HostKeyAlgorithms=ssh-ed25519"], "SHA256:")
+
+
+def test_wrong_password(cli, remote):
+    args = [f"root@127.0.0.1:{remote}", str(cli.mountpoint), "-p", str(cli.sshd.port),
+            "-o", f"UserKnownHostsFile={cli.sshd.known_hosts}",
+            "-o", "password_stdin,IdentityAgent=none,PreferredAuthentications=password"]
+    cli.expect_failure(args, "Permission denied", stdin_text="not-the-password\n")
+
+
+def test_missing_remote_path(cli, remote):
+    missing = remote / "does-not-exist"
+    cli.expect_failure([f"root@127.0.0.1:{missing}", str(cli.mountpoint)] + cli.ssh_args(),
+                       f"remote path {missing}", "No such file or directory")
+
+
+def test_remote_path_is_a_file(cli, remote):
+    target = remote / "a-file"
+    target.write_text("x")
+    cli.expect_failure([f"root@127.0.0.1:{target}", str(cli.mountpoint)] + cli.ssh_args(),
+                       str(target), "Not a directory")
+
+
+def test_missing_mount_point(cli, remote, tmp_path):
+    missing = tmp_path / "no-such-mountpoint"
+    cli.expect_failure([f"root@127.0.0.1:{remote}", str(missing)] + cli.ssh_args(),
+                       str(missing), "does not exist", mountpoint=missing)
+
+
+def test_mount_point_is_a_file(cli, remote, tmp_path):
+    a_file = tmp_path / "plain-file"
+    a_file.write_text("")
+    cli.expect_failure([f"root@127.0.0.1:{remote}", str(a_file)] + cli.ssh_args(),
+                       str(a_file), "not a directory", mountpoint=a_file)
+
+
+def test_unknown_option(cli, remote):
+    line = cli.expect_failure([f"root@127.0.0.1:{remote}", str(cli.mountpoint)] + cli.ssh_args() + ["-o", "foo"])
+    assert line == "sftpfs: unknown option 'foo'; see sftpfs --help"
+
+
+def test_proxy_jump_is_refused_clearly(cli, remote):
+    cli.expect_failure([f"root@127.0.0.1:{remote}", str(cli.mountpoint)] + cli.ssh_args()
+                       + ["-o", "ProxyJump=gateway"], "ProxyJump", "not supported")
+
+
+def test_background_mount_and_unmount(cli, remote):
+    (remote / "hello.txt").write_text("hello\n")
+    result = cli.run([f"root@127.0.0.1:{remote}", str(cli.mountpoint)] + cli.ssh_args())
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert is_mounted(cli.mountpoint)  # mounted by the time the command returned
+    with open("/proc/mounts") as mounts:
+        line = next(l for l in mounts if l.split()[1] == str(cli.mountpoint))
+    assert line.split()[0] == f"root@127.0.0.1:{remote}"
+    assert line.split()[2] == "fuse.sftpfs"
+    assert (cli.mountpoint / "hello.txt").read_text() == "hello\n"
+    pids = processes_mentioning(str(cli.mountpoint))
+    assert len(pids) == 1, pids
+    # The daemon left the caller's session and terminal.
+    assert os.getsid(pids[0]) == pids[0]
+
+    subprocess.run(["fusermount3", "-u", str(cli.mountpoint)], check=True)
+    assert not is_mounted(cli.mountpoint)
+    assert wait_until(lambda: not processes_mentioning(str(cli.mountpoint)), timeout=15)
+
+
+def test_home_directory_when_no_path(cli):
+    # "host:" mounts the remote home: root's home on this machine.
+    result = cli.run(["root@127.0.0.1:", str(cli.mountpoint)] + cli.ssh_args())
+    assert result.returncode == 0, result.stderr
+    try:
+        home = os.path.expanduser("~root")
+        assert sorted(os.listdir(cli.mountpoint)) == sorted(os.listdir(home))
+    finally:
+        subprocess.run(["fusermount3", "-u", str(cli.mountpoint)], check=False)
+        wait_until(lambda: not processes_mentioning(str(cli.mountpoint)), timeout=15)
+
+
+def test_probe(cli):
+    result = cli.run(["--probe", f"root@127.0.0.1:{cli.sshd.port}", "-o", f"IdentityFile={cli.sshd.key}",
+                      "-o", f"UserKnownHostsFile={cli.sshd.known_hosts}", "-o", "BatchMode=yes"])
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "SSH-2.0-OpenSSH" in out
+    assert "sftp version:      3" in out
+    for extension in ("posix-rename@openssh.com", "statvfs@openssh.com", "hardlink@openssh.com",
+                      "fsync@openssh.com", "limits@openssh.com"):
+        assert extension in out
+    assert "max read length     261120" in out or "max read length" in out
+    assert "max packet length" in out
+    assert "key exchange:" in out and "cipher:" in out
+    assert "round trip:" in out and " ms (median" in out
+
+
+def test_probe_with_dash_p(cli):
+    result = cli.run(["--probe", "root@127.0.0.1"] + cli.ssh_args())
+    assert result.returncode == 0, result.stderr
+    assert "limits@openssh.com" in result.stdout
