@@ -1,0 +1,118 @@
+#include "fs/cache.hpp"
+
+#include <gtest/gtest.h>
+
+namespace sftpfs::fs {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct FakeClock {
+  CacheClock::time_point now{};
+  ClockFn fn() {
+    return [this] { return now; };
+  }
+};
+
+sftp::Attrs file_attrs(uint64_t size) {
+  sftp::Attrs a;
+  a.set_size(size).set_permissions(0100644);
+  return a;
+}
+
+TEST(TtlMap, ExpiresWithoutSleeping) {
+  FakeClock clock;
+  TtlMap<int> map(1000ms, 10, clock.fn());
+  map.put("/a", 1);
+  clock.now += 999ms;
+  EXPECT_EQ(map.get("/a"), 1);
+  clock.now += 1ms;
+  EXPECT_FALSE(map.get("/a"));
+}
+
+TEST(TtlMap, ZeroTtlDisables) {
+  FakeClock clock;
+  TtlMap<int> map(0ms, 10, clock.fn());
+  map.put("/a", 1);
+  EXPECT_FALSE(map.get("/a"));
+  EXPECT_EQ(map.size(), 0u);
+}
+
+TEST(TtlMap, InvalidateTreeDropsOnlyTheSubtree) {
+  FakeClock clock;
+  TtlMap<int> map(10s, 100, clock.fn());
+  for (const char* k : {"/d", "/d/x", "/d/x/y", "/dd", "/d.txt", "/e"}) map.put(k, 1);
+  map.invalidate_tree("/d");
+  EXPECT_FALSE(map.get("/d"));
+  EXPECT_FALSE(map.get("/d/x"));
+  EXPECT_FALSE(map.get("/d/x/y"));
+  EXPECT_TRUE(map.get("/dd"));
+  EXPECT_TRUE(map.get("/d.txt"));
+  EXPECT_TRUE(map.get("/e"));
+}
+
+TEST(TtlMap, BoundedSize) {
+  FakeClock clock;
+  TtlMap<int> map(10s, 3, clock.fn());
+  map.put("/1", 1);
+  map.put("/2", 2);
+  clock.now += 11s;  // those two expired
+  map.put("/3", 3);
+  map.put("/4", 4);  // full: expired entries make room
+  EXPECT_TRUE(map.get("/3"));
+  EXPECT_TRUE(map.get("/4"));
+  EXPECT_LE(map.size(), 3u);
+  map.put("/5", 5);
+  map.put("/6", 6);
+  EXPECT_LE(map.size(), 3u);
+  EXPECT_TRUE(map.get("/6"));
+}
+
+TEST(Caches, ListingFeedsAttributes) {
+  FakeClock clock;
+  Caches::Config config;
+  config.attr_ttl = 5s;
+  config.dir_ttl = 5s;
+  config.negative_ttl = 1s;
+  Caches caches(config, clock.fn());
+  auto listing = std::make_shared<std::vector<DirEntry>>();
+  listing->push_back({"f", file_attrs(42), 2});
+  caches.put_listing("/r", listing);
+  auto cached = caches.attrs.get("/r/f");
+  ASSERT_TRUE(cached);
+  EXPECT_EQ(cached->attrs.size, 42u);
+  EXPECT_EQ(cached->nlink, 2u);
+  auto found = caches.from_listing("/r", "f");
+  ASSERT_TRUE(found && *found);
+  auto absent = caches.from_listing("/r", "g");
+  ASSERT_TRUE(absent);
+  EXPECT_FALSE(*absent);                         // listed directory without the name: absent
+  EXPECT_FALSE(caches.from_listing("/other", "f"));  // no listing: unknown
+  clock.now += 5s;
+  EXPECT_FALSE(caches.attrs.get("/r/f"));
+  EXPECT_FALSE(caches.from_listing("/r", "f"));
+}
+
+TEST(Caches, ChangeInvalidatesEntryAndParentListing) {
+  FakeClock clock;
+  Caches::Config config;
+  config.attr_ttl = config.dir_ttl = config.negative_ttl = 5s;
+  Caches caches(config, clock.fn());
+  caches.put_listing("/r", std::make_shared<std::vector<DirEntry>>(std::vector<DirEntry>{{"f", file_attrs(1), 0}}));
+  caches.negative.put("/r/g", true);
+  caches.changed("/r/g");  // created g
+  EXPECT_FALSE(caches.negative.get("/r/g"));
+  EXPECT_FALSE(caches.dirs.get("/r"));
+  EXPECT_TRUE(caches.attrs.get("/r/f"));  // siblings keep their attributes
+  caches.changed_tree("/r");
+  EXPECT_FALSE(caches.attrs.get("/r/f"));
+}
+
+TEST(Caches, ParentPath) {
+  EXPECT_EQ(Caches::parent_path("/a/b"), "/a");
+  EXPECT_EQ(Caches::parent_path("/a"), "/");
+  EXPECT_EQ(Caches::parent_path("a"), ".");
+}
+
+}  // namespace
+}  // namespace sftpfs::fs
