@@ -157,21 +157,21 @@ const OptionSpec kOptions[] = {
        s.cl.client.connections = *n;
        return {};
      }},
-    {"ssh_command", Takes::value, "sshfs", "ignored: sftpfs speaks SSH itself and runs no ssh command",
+    {"ssh_command", Takes::value, "sshfs", "CMD: ignored (sftpfs speaks SSH itself and runs no ssh command)",
      accept_not_implemented},
-    {"ssh_protocol", Takes::value, "sshfs", "only 2 (SSH protocol 1 is long gone)",
+    {"ssh_protocol", Takes::value, "sshfs", "N: only 2 (SSH protocol 1 is long gone)",
      [](ParseState&, std::string_view, std::string_view value) -> Status {
        if (value != "2") return usage_error("ssh_protocol=" + std::string(value) + " is not supported: only SSH protocol 2");
        return {};
      }},
-    {"sftp_server", Takes::value, "sshfs", "only the server's 'sftp' subsystem is supported",
+    {"sftp_server", Takes::value, "sshfs", "SERV: only the server's 'sftp' subsystem is supported",
      [](ParseState&, std::string_view, std::string_view value) -> Status {
        if (value != "sftp")
          return usage_error("sftp_server=" + std::string(value) +
                             " is not supported: sftpfs uses the server's 'sftp' subsystem");
        return {};
      }},
-    {"directport", Takes::value, "sshfs", "not supported: sftpfs always talks SFTP over SSH",
+    {"directport", Takes::value, "sshfs", "PORT: not supported (sftpfs always talks SFTP over SSH)",
      [](ParseState&, std::string_view, std::string_view) -> Status {
        return usage_error("directport is not supported: sftpfs always talks SFTP over SSH");
      }},
@@ -190,7 +190,7 @@ const OptionSpec kOptions[] = {
     {"sync_readdir", Takes::nothing, "sshfs", "no effect: readdir is always pipelined", accept_without_effect},
     {"unreliable_append", Takes::nothing, "sshfs", "no effect: appends are positioned by sftpfs",
      accept_without_effect},
-    {"writeback_cache", Takes::maybe, "sshfs", "no effect (sshfs ignores it too)", accept_without_effect},
+    {"writeback_cache", Takes::maybe, "sshfs", "BOOL: no effect (sshfs ignores it too)", accept_without_effect},
     {"direct_io", Takes::nothing, "sshfs", "bypass the kernel page cache for file data", FLAG(s.cl.fs.direct_io)},
     {"max_read", Takes::value, "sshfs", "N: largest read the kernel sends",
      [](ParseState& s, std::string_view name, std::string_view value) -> Status {
@@ -199,7 +199,7 @@ const OptionSpec kOptions[] = {
        s.cl.fs.max_read = static_cast<uint32_t>(*n);
        return {};
      }},
-    {"max_write", Takes::value, "sshfs", "no effect: the write size comes from the server's limits",
+    {"max_write", Takes::value, "sshfs", "N: no effect (the write size comes from the server's limits)",
      accept_without_effect},
     {"workaround", Takes::value, "sshfs", "LIST: accepted; none are needed by sftpfs",
      [](ParseState& s, std::string_view name, std::string_view value) -> Status {
@@ -242,18 +242,18 @@ const OptionSpec kOptions[] = {
      [](ParseState& s, std::string_view n, std::string_view v) { return set_duration(s.dir_timeout, n, v); }},
     {"cache_dir_timeout", Takes::value, "cache", "SECONDS: old name of dcache_dir_timeout",
      [](ParseState& s, std::string_view n, std::string_view v) { return set_duration(s.dir_timeout, n, v); }},
-    {"dcache_link_timeout", Takes::value, "cache", "no effect: symlink targets are cached with attributes",
+    {"dcache_link_timeout", Takes::value, "cache", "SECONDS: no effect (symlink targets are cached with attributes)",
      accept_without_effect},
-    {"cache_link_timeout", Takes::value, "cache", "no effect (old name of dcache_link_timeout)",
+    {"cache_link_timeout", Takes::value, "cache", "SECONDS: no effect (old name of dcache_link_timeout)",
      accept_without_effect},
     {"dcache_max_size", Takes::value, "cache", "N: most directory entries cached (default 10000)",
      set_dir_cache_size},
     {"cache_max_size", Takes::value, "cache", "N: old name of dcache_max_size", set_dir_cache_size},
-    {"dcache_clean_interval", Takes::value, "cache", "no effect: expired entries are dropped when seen",
+    {"dcache_clean_interval", Takes::value, "cache", "SECONDS: no effect (expired entries are dropped when seen)",
      accept_without_effect},
-    {"dcache_min_clean_interval", Takes::value, "cache", "no effect", accept_without_effect},
-    {"cache_clean_interval", Takes::value, "cache", "no effect", accept_without_effect},
-    {"cache_min_clean_interval", Takes::value, "cache", "no effect", accept_without_effect},
+    {"dcache_min_clean_interval", Takes::value, "cache", "SECONDS: no effect", accept_without_effect},
+    {"cache_clean_interval", Takes::value, "cache", "SECONDS: no effect", accept_without_effect},
+    {"cache_min_clean_interval", Takes::value, "cache", "SECONDS: no effect", accept_without_effect},
 
     // ---- ownership ----
     {"idmap", Takes::value, "ownership", "none|user|file: user/group id mapping (default none)",
@@ -294,7 +294,7 @@ const OptionSpec kOptions[] = {
        s.cl.fs.gid = static_cast<gid_t>(*n);
        return {};
      }},
-    {"umask", Takes::value, "ownership", "M (octal): permission bits removed from every file",
+    {"umask", Takes::value, "ownership", "MASK: octal permission bits removed from every file",
      [](ParseState& s, std::string_view name, std::string_view value) -> Status {
        auto n = parse_unsigned(name, value, 0777, 8);
        if (!n) return n.take_error();
@@ -322,10 +322,10 @@ const OptionSpec kOptions[] = {
      [](ParseState& s, std::string_view n, std::string_view v) { return set_duration(s.attr_timeout, n, v); }},
     {"negative_timeout", Takes::value, "fuse", "SECONDS: how long a missing name is remembered",
      [](ParseState& s, std::string_view n, std::string_view v) { return set_duration(s.negative_timeout, n, v); }},
-    {"ac_attr_timeout", Takes::value, "fuse", "no effect: attr_timeout is used", accept_without_effect},
+    {"ac_attr_timeout", Takes::value, "fuse", "SECONDS: no effect (attr_timeout is used)", accept_without_effect},
     {"noforget", Takes::nothing, "fuse", "no effect: inode numbers are stable for the life of the mount",
      accept_without_effect},
-    {"remember", Takes::value, "fuse", "no effect: inode numbers are stable for the life of the mount",
+    {"remember", Takes::value, "fuse", "SECONDS: no effect (inode numbers are stable for the life of the mount)",
      accept_without_effect},
     {"no_rofd_flush", Takes::nothing, "fuse", "no effect: flushing a read-only file costs nothing",
      accept_without_effect},
@@ -732,14 +732,25 @@ std::string help_text() {
     out << "\n" << family.title << ":\n";
     for (const OptionSpec& spec : kOptions) {
       if (spec.family != family.family) continue;
+      // "N: parallel connections" shows as "-o max_conns=N   parallel connections".
+      std::string_view help = spec.help;
+      std::string placeholder = "VALUE";
+      size_t colon = help.find(": ");
+      if (spec.takes != Takes::nothing && colon != std::string_view::npos &&
+          help.substr(0, colon).find(' ') == std::string_view::npos) {
+        placeholder = std::string(help.substr(0, colon));
+        help.remove_prefix(colon + 2);
+      }
       std::string left = "    -o " + std::string(spec.name);
-      if (spec.takes == Takes::value) left += "=…";
-      if (spec.takes == Takes::maybe) left += "[=…]";
+      if (spec.takes == Takes::value) left += "=" + placeholder;
+      if (spec.takes == Takes::maybe) left += "[=" + placeholder + "]";
       out << left;
-      size_t width = left.size() - (spec.takes == Takes::nothing ? 0 : 2);  // '…' is 3 bytes, 1 column
-      out << std::string(width < 34 ? 34 - width : 1, ' ') << spec.help << "\n";
+      if (left.size() >= 34) out << "\n" << std::string(34, ' ');
+      else out << std::string(34 - left.size(), ' ');
+      out << help << "\n";
     }
   }
+  out << "\nfstab words (auto, noauto, _netdev, user, users, nouser) are accepted and ignored.\n";
   out << "\nssh options, as in ssh_config(5), also read from the ssh configuration files:\n"
          "    -o Key=Value          keys are case-insensitive. With an effect: User, Port, HostName,\n"
          "                          IdentityFile (repeatable), IdentitiesOnly, IdentityAgent,\n"
