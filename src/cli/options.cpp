@@ -434,7 +434,10 @@ Status apply_mount_option(ParseState& state, std::string_view item) {
   bool has_value = eq != std::string_view::npos;
   std::string_view value = has_value ? item.substr(eq + 1) : std::string_view{};
 
-  if (const OptionSpec* spec = find_option(name)) {
+  const OptionSpec* spec = find_option(name);
+  // "user" alone is an fstab word; "user=NAME" is ssh's User.
+  if (spec && spec->takes == Takes::nothing && has_value && find_ssh_key(name)) spec = nullptr;
+  if (spec) {
     if (spec->takes == Takes::nothing && has_value)
       return usage_error("option '" + std::string(name) + "' takes no value");
     if (spec->takes == Takes::value && (!has_value || value.empty()))

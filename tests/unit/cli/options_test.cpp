@@ -318,6 +318,11 @@ TEST(SshKeys, CaseInsensitiveAndFirstWins) {
   EXPECT_EQ(cl.ssh.all("IdentityFile"), (std::vector<std::string>{"~/a", "/b"}));
 }
 
+TEST(SshKeys, UserAloneIsAnFstabWordUserWithValueIsSsh) {
+  EXPECT_FALSE(parse_ok({"h:", "/m", "-o", "user"}).ssh.has("User"));
+  EXPECT_EQ(*parse_ok({"h:", "/m", "-o", "user=bob"}).ssh.get("User"), "bob");
+}
+
 TEST(SshKeys, CommandLineUserAndPortWin) {
   auto cl = parse_ok({"bob@h:", "/m", "-p", "2022", "-o", "User=alice,Port=1"});
   auto resolved = resolve_ssh_options(cl, no_files_env());
