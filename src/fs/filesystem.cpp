@@ -212,11 +212,16 @@ struct Filesystem::Impl {
     f.pending += bytes;
   }
   void floor_write_done(Ino ino, uint64_t bytes) {
-    std::lock_guard lock(floors_mutex);
-    auto it = floors.find(ino);
-    if (it == floors.end()) return;
-    it->second.pending -= std::min(it->second.pending, bytes);
-    if (it->second.pending == 0) floors.erase(it);
+    {
+      std::lock_guard lock(floors_mutex);
+      auto it = floors.find(ino);
+      if (it == floors.end()) return;
+      it->second.pending -= std::min(it->second.pending, bytes);
+      if (it->second.pending != 0) return;
+      floors.erase(it);
+    }
+    // Attributes fetched while the writes were in flight are older than the file now is.
+    if (auto path = inodes.path(ino)) caches.changed(*path);
   }
   void floor_truncate(Ino ino, uint64_t size) {
     std::lock_guard lock(floors_mutex);
