@@ -21,6 +21,7 @@
 #include "cli/daemon.hpp"
 #include "cli/options.hpp"
 #include "cli/probe.hpp"
+#include "cli/transfer.hpp"
 #include "client/client.hpp"
 #include "fs/errno_edge.hpp"
 #include "fs/filesystem.hpp"
@@ -29,10 +30,6 @@
 #include "util/log.hpp"
 #include "util/version.hpp"
 
-#if __has_include("cli/transfer.hpp")
-#include "cli/transfer.hpp"
-#define SFTPFS_HAVE_TRANSFER 1
-#endif
 
 namespace sftpfs::cli {
 namespace {
@@ -158,7 +155,6 @@ int run_probe_mode(const CommandLine& cl, const ssh::SessionOptions& session) {
 }
 
 int run_transfer(const CommandLine& cl, const ssh::SessionOptions& session) {
-#ifdef SFTPFS_HAVE_TRANSFER
   auto client = connect(session, cl);
   if (!client) {
     print_error(client.error().message);
@@ -166,11 +162,6 @@ int run_transfer(const CommandLine& cl, const ssh::SessionOptions& session) {
   }
   return cl.mode == Mode::cat ? cat_remote_file(**client, cl.remote.path)
                               : put_remote_file(**client, cl.remote.path);
-#else
-  (void)session;
-  print_error(std::string(cl.mode == Mode::cat ? "--cat" : "--put") + " is not available in this build");
-  return 1;
-#endif
 }
 
 Result<std::string> read_password_line() {
