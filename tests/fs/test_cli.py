@@ -239,3 +239,22 @@ def test_probe_with_dash_p(cli):
     result = cli.run(["--probe", "root@127.0.0.1"] + cli.ssh_args())
     assert result.returncode == 0, result.stderr
     assert "limits@openssh.com" in result.stdout
+
+
+def test_put_then_cat_round_trip(cli, remote, tmp_path):
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    target = remote / "blob"
+    ssh = ["-p", str(cli.sshd.port), "-o", f"IdentityFile={cli.sshd.key}",
+           "-o", f"UserKnownHostsFile={cli.sshd.known_hosts}", "-o", "BatchMode=yes"]
+    put = subprocess.run([sftpfs_binary(), "--put", f"root@127.0.0.1:{target}"] + ssh, input=data,
+                         capture_output=True, timeout=TIMEOUT, env=cli.env)
+    assert put.returncode == 0, put.stderr
+    assert target.read_bytes() == data  # checked on the server side
+    cat = subprocess.run([sftpfs_binary(), "--cat", f"root@127.0.0.1:{target}"] + ssh,
+                         capture_output=True, timeout=TIMEOUT, env=cli.env)
+    assert cat.returncode == 0, cat.stderr
+    assert cat.stdout == data
+    missing = subprocess.run([sftpfs_binary(), "--cat", f"root@127.0.0.1:{remote}/missing"] + ssh,
+                             capture_output=True, text=True, timeout=TIMEOUT, env=cli.env)
+    assert missing.returncode != 0
+    assert "No such file" in missing.stderr
