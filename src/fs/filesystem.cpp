@@ -86,7 +86,9 @@ struct Filesystem::Impl {
         caches(cache_config(opt), steady_clock_fn()) {
     entry_timeout = opt.cache ? seconds(opt.entry_timeout) : 0.0;
     attr_timeout = opt.cache ? seconds(opt.attr_timeout) : 0.0;
-    negative_timeout = opt.cache ? seconds(opt.negative_timeout) : 0.0;
+    // A missing name is never remembered longer than a present one: "other clients' changes show
+    // within the cache timeout" must hold for creations too.
+    negative_timeout = opt.cache ? std::min({seconds(opt.negative_timeout), entry_timeout, seconds(opt.dir_timeout)}) : 0.0;
   }
 
   static Caches::Config cache_config(const FsOptions& o) {
@@ -94,7 +96,7 @@ struct Filesystem::Impl {
     if (o.cache) {
       c.attr_ttl = o.attr_timeout;
       c.dir_ttl = o.dir_timeout;
-      c.negative_ttl = o.negative_timeout;
+      c.negative_ttl = std::min({o.negative_timeout, o.entry_timeout, o.dir_timeout});
       c.max_dirs = std::max<size_t>(1, o.dir_cache_max_entries);
     }
     return c;
