@@ -21,6 +21,10 @@ ROOT = Path(__file__).resolve().parents[2]
 TEST_SSHD = ROOT / "tests" / "support" / "test-sshd"
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long-running (large files); still part of the suite")
+
+
 def sftpfs_binary() -> str:
     path = os.environ.get("SFTPFS_BIN") or str(ROOT / "build" / "test" / "sftpfs")
     if not os.access(path, os.X_OK):
