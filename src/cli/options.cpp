@@ -450,6 +450,12 @@ Status apply_mount_option(ParseState& state, std::string_view item) {
     state.cl.ssh.add(*key, std::string(value));
     return {};
   }
+  // x-* (e.g. x-systemd.automount) and comment= are fstab notes for other tools; mount helpers do not
+  // always strip them, and a filesystem must not fail on them.
+  if (name.substr(0, 2) == "x-" || name == "comment") {
+    LOG_DEBUG("fstab option '%.*s' ignored", static_cast<int>(item.size()), item.data());
+    return {};
+  }
   return usage_error("unknown option '" + std::string(name) + "'; see sftpfs --help");
 }
 
@@ -726,7 +732,8 @@ std::string help_text() {
          "    -p PORT               same as -o Port=PORT\n"
          "    -C                    same as -o Compression=yes\n"
          "    -F FILE               ssh configuration file instead of ~/.ssh/config and /etc/ssh/ssh_config\n"
-         "    -o OPT[,OPT...]       mount options (below); may be repeated\n"
+         "    -o OPT[,OPT...]       mount options (below); may be repeated; write a comma inside a\n"
+         "                          value as \\, (e.g. -o Ciphers=aes128-ctr\\,aes256-ctr)\n"
          "    --probe TARGET        connect and print the server's version, extensions, limits,\n"
          "                          algorithms and round-trip time\n"
          "    --cat REMOTE          copy a remote file to stdout\n"
@@ -753,7 +760,7 @@ std::string help_text() {
       out << help << "\n";
     }
   }
-  out << "\nfstab words (auto, noauto, _netdev, user, users, nouser) are accepted and ignored.\n";
+  out << "\nfstab words (auto, noauto, _netdev, user, users, nouser, x-*, comment=) are accepted and ignored.\n";
   out << "\nssh options, as in ssh_config(5), also read from the ssh configuration files:\n"
          "    -o Key=Value          keys are case-insensitive. With an effect: User, Port, HostName,\n"
          "                          IdentityFile (repeatable), IdentitiesOnly, IdentityAgent,\n"

@@ -269,6 +269,9 @@ TEST(FuseOptions, MountFlagsPassThrough) {
   // accepted, no effect
   auto quiet = parse_ok({"h:", "/m", "-o", "noforget,remember=5,no_rofd_flush,ac_attr_timeout=3,noauto,_netdev,user"});
   EXPECT_TRUE(quiet.fs.extra_fuse_options.empty());
+  auto fstab = parse_ok({"h:", "/m", "-o", "x-systemd.automount,x-systemd.idle-timeout=60,comment=hello"});
+  EXPECT_TRUE(fstab.fs.extra_fuse_options.empty());
+  EXPECT_FALSE(parse({"h:", "/m", "-o", "y-thing"}));
 }
 
 TEST(FuseOptions, EscapedCommaInValue) {
