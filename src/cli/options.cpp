@@ -785,8 +785,8 @@ SshEnvironment current_ssh_environment(const CommandLine& cl) {
     env.local_user = found->pw_name;
     env.home = found->pw_dir;
   }
-  if (const char* home = std::getenv("HOME"); home && *home) env.home = home;  // ssh uses the passwd dir; HOME
-                                                                               // lets tests and sudo -E point elsewhere
+  // ssh itself uses the passwd entry; honouring HOME lets tests (and sudo -E) point somewhere else.
+  if (const char* home = std::getenv("HOME"); home && *home) env.home = home;
   char host[256] = {};
   if (gethostname(host, sizeof host - 1) == 0) env.local_host = host;
   if (!cl.ssh_config_file.empty()) {
