@@ -258,3 +258,86 @@ def test_put_then_cat_round_trip(cli, remote, tmp_path):
                              capture_output=True, text=True, timeout=TIMEOUT, env=cli.env)
     assert missing.returncode != 0
     assert "No such file" in missing.stderr
+
+
+# ---- password authentication, as the test user "sftpfs-test" (tests/ssh uses the same user and lock) ----
+
+@pytest.fixture
+def password_user():
+    """Gives sftpfs-test a fresh random password, holding the shared lock so that concurrently running
+    tests do not change it underneath."""
+    import fcntl
+    import secrets
+    lock = open("/tmp/sftpfs-test-user.lock", "a+")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        if subprocess.run(["id", "sftpfs-test"], capture_output=True).returncode != 0:
+            subprocess.run(["useradd", "-m", "-s", "/bin/sh", "sftpfs-test"], check=True, capture_output=True)
+        password = "Pw-" + secrets.token_urlsafe(15)
+        subprocess.run(["chpasswd"], input=f"sftpfs-test:{password}\n", text=True, check=True)
+        yield password
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+
+
+def password_args(cli):
+    return ["-p", str(cli.sshd.port), "-o", f"UserKnownHostsFile={cli.sshd.known_hosts}",
+            "-o", "IdentityAgent=none,PreferredAuthentications=password"]
+
+
+def unmount_and_wait(mountpoint):
+    subprocess.run(["fusermount3", "-u", str(mountpoint)], check=False)
+    assert wait_until(lambda: not processes_mentioning(str(mountpoint)), timeout=15)
+
+
+def test_password_stdin_mounts(cli, password_user):
+    result = cli.run(["sftpfs-test@127.0.0.1:", str(cli.mountpoint), "-o", "password_stdin"] + password_args(cli),
+                     stdin_text=password_user + "\n")
+    assert result.returncode == 0, result.stderr
+    try:
+        assert is_mounted(cli.mountpoint)
+        import pwd
+        # The mounted root is the user's remote home: its owner as the server reports it.
+        assert os.stat(cli.mountpoint).st_uid == pwd.getpwnam("sftpfs-test").pw_uid
+        os.listdir(cli.mountpoint)
+    finally:
+        unmount_and_wait(cli.mountpoint)
+
+
+def test_password_prompt_on_the_terminal(cli, password_user):
+    """The background child asks on the terminal before detaching; the parent returns once mounted."""
+    import pty
+    import select
+    import time
+    args = [sftpfs_binary(), "sftpfs-test@127.0.0.1:", str(cli.mountpoint)] + password_args(cli)
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(args[0], args, cli.env)
+    output = b""
+    try:
+        deadline = time.monotonic() + 30
+        while b"password" not in output.lower() and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.5)[0]:
+                output += os.read(fd, 1024)
+        assert b"password" in output.lower(), output
+        os.write(fd, (password_user + "\n").encode())
+        while time.monotonic() < deadline:
+            finished, status = os.waitpid(pid, os.WNOHANG)
+            if finished:
+                break
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    output += os.read(fd, 1024)
+                except OSError:
+                    pass
+        else:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail(f"sftpfs did not return: {output!r}")
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, output
+        assert password_user.encode() not in output  # not echoed
+        assert is_mounted(cli.mountpoint)
+    finally:
+        os.close(fd)
+        unmount_and_wait(cli.mountpoint)
