@@ -341,3 +341,28 @@ def test_password_prompt_on_the_terminal(cli, password_user):
     finally:
         os.close(fd)
         unmount_and_wait(cli.mountpoint)
+
+
+def test_idmap_user_maps_the_remote_user_to_the_local_one(cli, password_user):
+    result = cli.run(["sftpfs-test@127.0.0.1:", str(cli.mountpoint), "-o", "password_stdin,idmap=user"]
+                     + password_args(cli), stdin_text=password_user + "\n")
+    assert result.returncode == 0, result.stderr
+    try:
+        # The remote home belongs to sftpfs-test (uid 1001 there); locally it shows as the mounting user.
+        assert os.stat(cli.mountpoint).st_uid == os.getuid()
+    finally:
+        unmount_and_wait(cli.mountpoint)
+
+
+def test_uid_gid_umask_options(cli, remote):
+    (remote / "f").write_text("x")
+    os.chmod(remote / "f", 0o666)
+    result = cli.run([f"root@127.0.0.1:{remote}", str(cli.mountpoint)] + cli.ssh_args()
+                     + ["-o", "uid=4321,gid=4322,umask=027"])
+    assert result.returncode == 0, result.stderr
+    try:
+        st = os.stat(cli.mountpoint / "f")
+        assert (st.st_uid, st.st_gid) == (4321, 4322)
+        assert st.st_mode & 0o777 == 0o640
+    finally:
+        unmount_and_wait(cli.mountpoint)
