@@ -135,6 +135,14 @@ TEST(CommandLine, OptionsMayFollowPositionals) {
   EXPECT_EQ(*cl.fs.uid, 5u);
 }
 
+TEST(CommandLine, JoinedShortOptionValue) {
+  auto cl = parse_ok({"-oallow_other,ro", "h:", "/m", "-fs"});
+  EXPECT_TRUE(cl.fs.allow_other);
+  EXPECT_EQ(cl.fs.extra_fuse_options, std::vector<std::string>{"ro"});
+  EXPECT_TRUE(cl.foreground);
+  EXPECT_TRUE(cl.fs.single_threaded);
+}
+
 TEST(CommandLine, ShortFlags) {
   auto cl = parse_ok({"-p", "2222", "-C", "-F", "/tmp/cfg", "-s", "h:", "/m"});
   EXPECT_EQ(*cl.ssh.get("port"), "2222");
