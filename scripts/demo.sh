@@ -90,7 +90,7 @@ case "${1:-}" in
     stop_demo
     ;;
   -h|--help)
-    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
     ;;
   "")
     build_sftpfs
