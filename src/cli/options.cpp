@@ -158,7 +158,11 @@ const OptionSpec kOptions[] = {
        return {};
      }},
     {"ssh_command", Takes::value, "sshfs", "CMD: ignored (sftpfs speaks SSH itself and runs no ssh command)",
-     accept_not_implemented},
+     [](ParseState&, std::string_view, std::string_view value) -> Status {
+       LOG_WARN("ssh_command=%.*s is ignored: sftpfs speaks SSH itself and runs no ssh command",
+                static_cast<int>(value.size()), value.data());
+       return {};
+     }},
     {"ssh_protocol", Takes::value, "sshfs", "N: only 2 (SSH protocol 1 is long gone)",
      [](ParseState&, std::string_view, std::string_view value) -> Status {
        if (value != "2") return usage_error("ssh_protocol=" + std::string(value) + " is not supported: only SSH protocol 2");
