@@ -10,6 +10,9 @@ build=$root/build/test
 fuzz_seconds=${SFTPFS_FUZZ_SECONDS:-60}
 logs=$(mktemp -d /tmp/sftpfs-test-logs-XXXXXX)
 
+fuse_mounts() { awk '$3 == "fuse.sftpfs" {print $2}' /proc/mounts | sort; }
+mounts_before=$(fuse_mounts)
+
 bash scripts/install-deps.sh || { echo "test.sh: installing dependencies failed" >&2; exit 1; }
 
 echo "== build (ASan+UBSan) in $build"
@@ -48,8 +51,8 @@ record pytest "$py_passed" "${py_failed:-0}"
 echo "== fuzzing the reply decoder for ${fuzz_seconds}s"
 if bash scripts/run-fuzz.sh "$fuzz_seconds"; then record fuzz 1 0; else record fuzz 0 1; fi
 
-# Nothing may be left behind: no mount of ours, no sshd from a test fixture.
-leftover_mounts=$(awk '$3 == "fuse.sftpfs" {print $2}' /proc/mounts)
+# Nothing may be left behind: no mount made during this run.
+leftover_mounts=$(comm -13 <(echo "$mounts_before") <(fuse_mounts) | grep -v '^$' || true)
 if [ -n "$leftover_mounts" ]; then
   echo "test.sh: mounts left behind: $leftover_mounts" >&2
   record leftovers 0 1

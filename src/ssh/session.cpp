@@ -160,6 +160,10 @@ Session::~Session() {
       libssh2_session_set_blocking(session_, 0);
       io.run([&] { return libssh2_session_disconnect_ex(session_, SSH_DISCONNECT_BY_APPLICATION, "bye", ""); });
     }
+    // In non-blocking mode session_free returns EAGAIN as soon as closing a channel would wait, and
+    // frees nothing. Blocking with a short timeout frees everything even when the peer is gone.
+    libssh2_session_set_timeout(session_, 500);
+    libssh2_session_set_blocking(session_, 1);
     libssh2_session_free(session_);
     session_ = nullptr;
   }
