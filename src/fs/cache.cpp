@@ -41,7 +41,39 @@ std::string Caches::parent_path(const std::string& path) {
   return path.substr(0, slash);
 }
 
+namespace {
+
+std::string leaf_name(const std::string& path) {
+  auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+// A copy of `listing` with fn applied to its entries (copy on write: served listings are shared).
+template <class F>
+std::optional<DirListing> edited(const DirListing& listing, F fn) {
+  if (!listing || listing->size() > Caches::kMaxEditedListing) return std::nullopt;
+  auto copy = std::make_shared<std::vector<DirEntry>>(*listing);
+  fn(*copy);
+  return DirListing(std::move(copy));
+}
+
+}  // namespace
+
 void Caches::changed(const std::string& path) {
+  attrs.invalidate(path);
+  negative.invalidate(path);
+  dirs.invalidate(path);
+  const std::string name = leaf_name(path);
+  dirs.update(parent_path(path), [&](const DirListing& listing) {
+    return edited(listing, [&](std::vector<DirEntry>& entries) {
+      for (auto& e : entries) {
+        if (e.name == name) e.attrs = sftp::Attrs{};  // unknown: a lookup asks the server
+      }
+    });
+  });
+}
+
+void Caches::changed_unknown(const std::string& path) {
   attrs.invalidate(path);
   negative.invalidate(path);
   dirs.invalidate(path);
@@ -53,6 +85,45 @@ void Caches::changed_tree(const std::string& path) {
   negative.invalidate_tree(path);
   dirs.invalidate_tree(path);
   dirs.invalidate(parent_path(path));
+}
+
+void Caches::added(const std::string& path, const std::optional<sftp::Attrs>& known, uint32_t nlink) {
+  negative.invalidate(path);
+  dirs.invalidate(path);
+  if (known) {
+    this->attrs.put(path, CachedAttrs{*known, nlink});
+  } else {
+    this->attrs.invalidate(path);
+  }
+  const std::string name = leaf_name(path);
+  DirEntry entry{name, known.value_or(sftp::Attrs{}), nlink};
+  dirs.update(parent_path(path), [&](const DirListing& listing) {
+    return edited(listing, [&](std::vector<DirEntry>& entries) {
+      auto it = std::find_if(entries.begin(), entries.end(), [&](const DirEntry& e) { return e.name == name; });
+      if (it != entries.end()) {
+        *it = entry;
+      } else {
+        entries.push_back(entry);
+      }
+    });
+  });
+}
+
+void Caches::created_empty_dir(const std::string& path) {
+  dirs.put(path, std::make_shared<const std::vector<DirEntry>>());
+}
+
+void Caches::removed(const std::string& path) {
+  attrs.invalidate_tree(path);
+  negative.invalidate_tree(path);
+  dirs.invalidate_tree(path);
+  const std::string name = leaf_name(path);
+  dirs.update(parent_path(path), [&](const DirListing& listing) {
+    return edited(listing, [&](std::vector<DirEntry>& entries) {
+      entries.erase(std::remove_if(entries.begin(), entries.end(), [&](const DirEntry& e) { return e.name == name; }),
+                    entries.end());
+    });
+  });
 }
 
 }  // namespace sftpfs::fs

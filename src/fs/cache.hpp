@@ -66,6 +66,27 @@ class TtlMap {
     map_.clear();
   }
 
+  // Replaces a fresh entry's value with fn(old value), keeping its expiry; fn returns nullopt to drop
+  // the entry. Nothing happens when there is no fresh entry.
+  template <class F>
+  void update(const std::string& key, F fn) {
+    if (!enabled()) return;
+    auto now = clock_();
+    std::lock_guard lock(mutex_);
+    auto it = map_.find(key);
+    if (it == map_.end()) return;
+    if (it->second.expires <= now) {
+      map_.erase(it);
+      return;
+    }
+    std::optional<V> next = fn(it->second.value);
+    if (next) {
+      it->second.value = std::move(*next);
+    } else {
+      map_.erase(it);
+    }
+  }
+
   size_t size() const {
     std::lock_guard lock(mutex_);
     return map_.size();
@@ -124,11 +145,26 @@ class Caches {
   // name answers "absent" (an entry with an empty name).
   std::optional<std::optional<DirEntry>> from_listing(const std::string& dir_path, std::string_view name) const;
 
-  // Something changed at `path` (created, removed, attributes): forget what we knew about it and
-  // about its parent directory's listing.
+  // The attributes or data of the existing `path` changed: forget what we knew about it; in its
+  // parent's listing the entry stays (the name still exists) but its attributes become unknown.
   void changed(const std::string& path);
-  // A subtree moved or went away: forget everything under it too.
+  // Something at `path` changed in a way we cannot describe (a failed request): forget it and its
+  // parent's listing.
+  void changed_unknown(const std::string& path);
+  // A subtree moved or went away: forget everything under it too, and the parent's listing.
   void changed_tree(const std::string& path);
+
+  // This mount created `path` (attributes when known). A listing this mount keeps of the parent gains
+  // the name, so lookups of other new names there are still answered locally: a directory this mount
+  // created is known empty, and untar's LOOKUP before each create needs no round trip.
+  void added(const std::string& path, const std::optional<sftp::Attrs>& attrs, uint32_t nlink = 0);
+  // This mount created the directory `path`: it is empty.
+  void created_empty_dir(const std::string& path);
+  // This mount removed `path` (and everything below it): its parent's listing loses the name.
+  void removed(const std::string& path);
+
+  // Listings larger than this are dropped rather than edited (each edit copies the listing).
+  static constexpr size_t kMaxEditedListing = 2000;
 
   static std::string parent_path(const std::string& path);
 };

@@ -26,6 +26,7 @@
 #include "fs/fuse_api.hpp"
 #include "fs/handles.hpp"
 #include "fs/inode_table.hpp"
+#include "fs/prefetcher.hpp"
 #include "util/log.hpp"
 
 namespace sftpfs::fs {
@@ -76,6 +77,38 @@ std::string escape_option(const std::string& value) {
   return out;
 }
 
+// Two requests sent back to back; `done(first, second)` runs once both have answered, on the thread
+// of the later answer.
+template <class A, class B>
+std::pair<std::function<void(A)>, std::function<void(B)>> joined(std::function<void(A, B)> done) {
+  struct State {
+    std::mutex mutex;
+    std::optional<A> a;
+    std::optional<B> b;
+    int left = 2;
+    std::function<void(A, B)> done;
+  };
+  auto state = std::make_shared<State>();
+  state->done = std::move(done);
+  auto first = [state](A a) {
+    {
+      std::lock_guard lock(state->mutex);
+      state->a.emplace(std::move(a));
+      if (--state->left != 0) return;
+    }
+    state->done(std::move(*state->a), std::move(*state->b));
+  };
+  auto second = [state](B b) {
+    {
+      std::lock_guard lock(state->mutex);
+      state->b.emplace(std::move(b));
+      if (--state->left != 0) return;
+    }
+    state->done(std::move(*state->a), std::move(*state->b));
+  };
+  return {first, second};
+}
+
 }  // namespace
 
 struct Filesystem::Impl {
@@ -83,7 +116,8 @@ struct Filesystem::Impl {
       : client(std::move(c)),
         opt(std::move(o)),
         inodes(opt.remote_root),
-        caches(cache_config(opt), steady_clock_fn()) {
+        caches(cache_config(opt), steady_clock_fn()),
+        prefetch_budget(std::make_shared<PrefetchBudget>(opt.prefetch ? opt.prefetch_budget : 0)) {
     entry_timeout = opt.cache ? seconds(opt.entry_timeout) : 0.0;
     attr_timeout = opt.cache ? seconds(opt.attr_timeout) : 0.0;
     // A missing name is never remembered longer than a present one: "other clients' changes show
@@ -107,6 +141,7 @@ struct Filesystem::Impl {
   InodeTable inodes;
   Caches caches;
   double entry_timeout = 0, attr_timeout = 0, negative_timeout = 0;
+  std::shared_ptr<PrefetchBudget> prefetch_budget;
 
   struct fuse_session* session = nullptr;
   bool mounted = false;
@@ -237,6 +272,86 @@ struct Filesystem::Impl {
     return it->second.size;
   }
 
+  // ---- data freshness: prefetched bytes and size hints of open files ----
+
+  // Something this mount did changed the file's bytes (write, truncation, server-side copy): drop
+  // what every open handle of it prefetched.
+  void data_changed(Ino ino) {
+    for (auto& h : files_of(ino)) {
+      h->size_hint.store(FileHandle::kUnknownSize);
+      if (h->prefetcher) h->prefetcher->invalidate();
+    }
+  }
+
+  // Attributes of a regular file arrived: a size or mtime other than the one an open handle saw means
+  // the file changed (possibly elsewhere), so its prefetched bytes may be stale.
+  void note_file_attrs(Ino ino, const sftp::Attrs& attrs) {
+    if (!attrs.has(sftp::SSH_FILEXFER_ATTR_SIZE) || !attrs.has(sftp::SSH_FILEXFER_ATTR_ACMODTIME)) return;
+    if (inodes.note_data_signature(ino, attrs.size, attrs.mtime)) data_changed(ino);
+  }
+
+  // Reads [off, off+length) exactly as client->read does (short only at end of file). When the
+  // handle expects the file to end inside the range, the part before the end and the part after go
+  // out together: the end of file is then learned in the same round trip instead of by a second READ
+  // after a short reply.
+  void read_range(const std::shared_ptr<FileHandle>& h, uint64_t off, uint32_t length,
+                  client::Callback<sftp::Bytes> done) {
+    auto learn = [h, off, length](const Result<sftp::Bytes>& r) {
+      if (!r) return;
+      if (r->size() < length) {
+        h->size_hint.store(off + r->size());
+      } else if (off + length > h->size_hint.load()) {
+        h->size_hint.store(FileHandle::kUnknownSize);
+      }
+    };
+    const uint64_t hint = h->size_hint.load();
+    if (hint == FileHandle::kUnknownSize || hint <= off || hint >= off + length) {
+      return client->read(h->remote, off, length,
+                          tracked([learn, done = std::move(done)](Result<sftp::Bytes> r) {
+                            learn(r);
+                            done(std::move(r));
+                          }));
+    }
+    struct Halves {
+      std::mutex mutex;
+      int left = 2;
+      std::optional<Result<sftp::Bytes>> before, after;
+    };
+    auto halves = std::make_shared<Halves>();
+    const uint32_t before_length = static_cast<uint32_t>(hint - off);
+    auto joined = [halves, before_length, learn, done = std::move(done)](bool is_before, Result<sftp::Bytes> r) {
+      {
+        std::lock_guard lock(halves->mutex);
+        (is_before ? halves->before : halves->after) = std::move(r);
+        if (--halves->left != 0) return;
+      }
+      Result<sftp::Bytes> before = std::move(*halves->before);
+      // The file ends before the expected end (or the read failed): the second part does not count.
+      if (!before || before->size() < before_length) {
+        learn(before);
+        return done(std::move(before));
+      }
+      Result<sftp::Bytes> after = std::move(*halves->after);
+      if (!after) return done(std::move(after));
+      before->insert(before->end(), after->begin(), after->end());
+      learn(before);
+      done(std::move(before));
+    };
+    auto shared_joined = std::make_shared<decltype(joined)>(std::move(joined));
+    client->read(h->remote, off, before_length,
+                 tracked([shared_joined](Result<sftp::Bytes> r) { (*shared_joined)(true, std::move(r)); }));
+    client->read(h->remote, hint, length - before_length,
+                 tracked([shared_joined](Result<sftp::Bytes> r) { (*shared_joined)(false, std::move(r)); }));
+  }
+
+  void direct_read(fuse_req_t req, const std::shared_ptr<FileHandle>& h, uint64_t off, uint32_t length) {
+    read_range(h, off, length, [this, req](Result<sftp::Bytes> r) {
+      // A failed read is an error, never a short read or an end of file.
+      if (!r) return reply_error(req, r.error());
+      fuse_reply_buf(req, reinterpret_cast<const char*>(r->data()), r->size());
+    });
+  }
+
   // ---- replies ----
   void reply_error(fuse_req_t req, const Error& e) {
     int err = errno_edge(e);
@@ -251,6 +366,7 @@ struct Filesystem::Impl {
     auto st = attrs_to_kernel_stat(attrs, ino, nlink, opt);
     if (!st) return st;
     if (S_ISREG(st->st_mode)) {
+      note_file_attrs(ino, attrs);
       if (auto floor = floor_of(ino); floor && static_cast<uint64_t>(st->st_size) < *floor) {
         st->st_size = static_cast<off_t>(*floor);
         st->st_blocks = (st->st_size + 511) / 512;
@@ -390,16 +506,6 @@ struct Filesystem::Impl {
     }));
   }
 
-  // A creating operation failed with the catch-all FAILURE: OpenSSH says that for EEXIST (SFTP v3 has
-  // no code for it), so look whether the name exists now.
-  void refine_create_failure(fuse_req_t req, const std::string& path, Error error) {
-    if (!is_status(error, sftp::SSH_FX_FAILURE)) return reply_error(req, error);
-    client->lstat(path, tracked([this, req, error](Result<sftp::Attrs> r) {
-      if (r) return (void)fuse_reply_err(req, EEXIST);
-      reply_error(req, error);
-    }));
-  }
-
   // Runs `fn` once no write to `ino` is in flight on any handle.
   void when_inode_drained(Ino ino, std::function<void()> fn) {
     auto files = files_of(ino);
@@ -492,7 +598,10 @@ struct Filesystem::Impl {
     if (!opt.follow_symlinks) {
       if (auto listed = caches.from_listing(Caches::parent_path(*path), n)) {
         if (!*listed) return reply_negative(req);
-        return reply_entry(req, parent, n, (*listed)->attrs, (*listed)->nlink);
+        // Listed, but its attributes changed since (unknown here): ask below.
+        if ((*listed)->attrs.has(sftp::SSH_FILEXFER_ATTR_PERMISSIONS)) {
+          return reply_entry(req, parent, n, (*listed)->attrs, (*listed)->nlink);
+        }
       }
     }
     std::string p = *path;
@@ -559,29 +668,52 @@ struct Filesystem::Impl {
         auto attrs = build_setattr(r, current, static_cast<int64_t>(std::time(nullptr)), opt);
         if (!attrs) return reply_error(req, attrs.error());
         sftp::Attrs sent = *attrs;
-        auto after = [this, req, ino, r, handle, path, current, sent](Status s) {
-          if (!s) return reply_error(req, s.error());
-          if (r.size) floor_truncate(ino, *r.size);
-          if (path) caches.changed(*path);
-          // A size change also moves mtime on the server: ask. Otherwise we know the result.
-          if (current && !r.size && opt.cache) return reply_attr(req, ino, merge_attrs(*current, sent));
-          auto reply = [this, req, ino](Result<sftp::Attrs> a) {
-            if (!a) return reply_error(req, a.error());
-            reply_attr(req, ino, *a);
-          };
-          if (handle) {
-            client->fstat(handle->remote, tracked(reply));
-          } else {
-            stat_path(*path, reply);
-          }
-        };
-        if (handle) {
-          client->fsetstat(handle->remote, sent, tracked(after));
-        } else if (symlink) {
+        // Without a size change and with the attributes we had, the result is known; otherwise the
+        // attributes are read back by a request sent right behind the change (same connection,
+        // answered in order): still one round trip.
+        const bool known_result = current && !r.size && opt.cache;
+        std::function<void(Status, Result<sftp::Attrs>)> finish =
+            [this, req, ino, r, path, current, sent, known_result](Status s, Result<sftp::Attrs> read_back) {
+              if (!s) return reply_error(req, s.error());
+              if (r.size) {
+                floor_truncate(ino, *r.size);
+                data_changed(ino);  // reads prefetched while the truncation was on its way
+              }
+              if (path) caches.changed(*path);
+              sftp::Attrs now;
+              if (known_result) {
+                now = merge_attrs(*current, sent);
+              } else {
+                if (!read_back) return reply_error(req, read_back.error());
+                now = *read_back;
+              }
+              if (path) caches.attrs.put(*path, CachedAttrs{now, 0});
+              reply_attr(req, ino, now);
+            };
+        if (known_result) {
+          auto after = [finish](Status s) { finish(std::move(s), sftp::Attrs{}); };
+          if (handle) return client->fsetstat(handle->remote, sent, tracked(after));
           // The link itself, never its target: lsetstat (EOPNOTSUPP when the server lacks it).
-          client->lsetstat(*path, sent, tracked(after));
+          if (symlink) return client->lsetstat(*path, sent, tracked(after));
+          return client->setstat(*path, sent, tracked(after));
+        }
+        auto [on_set, on_read_back] = joined<Status, Result<sftp::Attrs>>(finish);
+        if (handle) {
+          client->fsetstat(handle->remote, sent, tracked(on_set));
+          client->fstat(handle->remote, tracked(on_read_back));
+          return;
+        }
+        size_t connection = client->pick_connection();
+        if (symlink) {
+          client->lsetstat_on(connection, *path, sent, tracked(on_set));
+          client->lstat_on(connection, *path, tracked(on_read_back));
+          return;
+        }
+        client->setstat_on(connection, *path, sent, tracked(on_set));
+        if (opt.follow_symlinks) {
+          client->stat_on(connection, *path, tracked(on_read_back));
         } else {
-          client->setstat(*path, sent, tracked(after));
+          client->lstat_on(connection, *path, tracked(on_read_back));
         }
       };
       if (cached || !setattr_needs_current(r)) return proceed(cached);
@@ -598,7 +730,10 @@ struct Filesystem::Impl {
       }
     };
     // A truncation must not be overtaken by writes still in flight (they would extend the file again).
-    if (r.size) return when_inode_drained(ino, start);
+    if (r.size) {
+      data_changed(ino);
+      return when_inode_drained(ino, start);
+    }
     start();
   }
 
@@ -611,14 +746,31 @@ struct Filesystem::Impl {
     }));
   }
 
-  // After a creating request succeeded: fetch the new entry's attributes and answer with it.
-  void entry_after_create(fuse_req_t req, Ino parent, std::string name, std::string path, uint32_t nlink = 0) {
-    caches.changed(path);
-    client->lstat(path, tracked([this, req, parent, name, path, nlink](Result<sftp::Attrs> r) {
-      if (!r) return reply_error(req, r.error());
-      caches.attrs.put(path, CachedAttrs{*r, nlink});
-      reply_entry(req, parent, name, *r, nlink);
-    }));
+  // A creating request (MKDIR, SYMLINK, hardlink) and the LSTAT of its result, sent back to back on
+  // one connection: the server answers them in order, so the entry costs one round trip. When the
+  // request fails with the catch-all FAILURE, the LSTAT also says whether the name exists (EEXIST).
+  using SendCreating = std::function<void(size_t connection, client::Done done)>;
+  void create_and_stat(fuse_req_t req, Ino parent, const std::string& name, const std::string& path,
+                       SendCreating send, std::function<void(fuse_req_t, const sftp::Attrs&)> on_created) {
+    caches.negative.invalidate(path);
+    caches.attrs.invalidate(path);
+    size_t connection = client->pick_connection();
+    auto [on_done, on_stat] = joined<Status, Result<sftp::Attrs>>(
+        [this, req, parent, name, path, on_created](Status s, Result<sftp::Attrs> a) {
+          if (!s) {
+            Error error = s.take_error();
+            caches.changed_unknown(path);
+            if (is_status(error, sftp::SSH_FX_FAILURE) && a) return (void)fuse_reply_err(req, EEXIST);
+            return reply_error(req, error);
+          }
+          if (!a) {
+            caches.changed_unknown(path);
+            return reply_error(req, a.error());
+          }
+          on_created(req, *a);
+        });
+    send(connection, tracked(on_done));
+    client->lstat_on(connection, path, tracked(on_stat));
   }
 
   void mknod(fuse_req_t req, Ino parent, const char* name, mode_t mode, dev_t) {
@@ -630,11 +782,19 @@ struct Filesystem::Impl {
     sftp::Attrs attrs;
     attrs.set_permissions(mode & 07777);
     uint32_t pflags = sftp::SSH_FXF_WRITE | sftp::SSH_FXF_CREAT | sftp::SSH_FXF_EXCL;
-    client->open(p, pflags, attrs, tracked([this, req, parent, n, p](Result<client::FileRef> r) {
-      if (!r) return refine_create_failure(req, p, r.take_error());
-      close_quietly(*r);
-      entry_after_create(req, parent, n, p);
-    }));
+    create_and_stat(
+        req, parent, n, p,
+        [this, p, pflags, attrs](size_t connection, client::Done done) {
+          client->open_on(connection, p, pflags, attrs, [this, done](Result<client::FileRef> r) {
+            if (!r) return done(r.take_error());
+            close_quietly(*r);
+            done({});
+          });
+        },
+        [this, parent, n, p](fuse_req_t rq, const sftp::Attrs& a) {
+          caches.added(p, a);
+          reply_entry(rq, parent, n, a);
+        });
   }
 
   void mkdir(fuse_req_t req, Ino parent, const char* name, mode_t mode) {
@@ -644,21 +804,28 @@ struct Filesystem::Impl {
     std::string p = *path, n = name;
     sftp::Attrs attrs;
     attrs.set_permissions(mode & 07777);
-    client->mkdir(p, attrs, tracked([this, req, parent, n, p](Status s) {
-      if (!s) return refine_create_failure(req, p, s.take_error());
-      entry_after_create(req, parent, n, p);
-    }));
+    create_and_stat(
+        req, parent, n, p,
+        [this, p, attrs](size_t connection, client::Done done) { client->mkdir_on(connection, p, attrs, std::move(done)); },
+        [this, parent, n, p](fuse_req_t rq, const sftp::Attrs& a) {
+          caches.added(p, a);
+          caches.created_empty_dir(p);  // lookups inside are answered here until something is added
+          reply_entry(rq, parent, n, a);
+        });
   }
 
   void symlink(fuse_req_t req, const char* target, Ino parent, const char* name) {
     if (name_too_long(name)) return (void)fuse_reply_err(req, ENAMETOOLONG);
     auto path = inodes.child_path(parent, name);
     if (!path) return (void)fuse_reply_err(req, ENOENT);
-    std::string p = *path, n = name;
-    client->symlink(target, p, tracked([this, req, parent, n, p](Status s) {
-      if (!s) return refine_create_failure(req, p, s.take_error());
-      entry_after_create(req, parent, n, p);
-    }));
+    std::string p = *path, n = name, t = target;
+    create_and_stat(
+        req, parent, n, p,
+        [this, p, t](size_t connection, client::Done done) { client->symlink_on(connection, t, p, std::move(done)); },
+        [this, parent, n, p](fuse_req_t rq, const sftp::Attrs& a) {
+          caches.added(p, a);
+          reply_entry(rq, parent, n, a);
+        });
   }
 
   void unlink(fuse_req_t req, Ino parent, const char* name) {
@@ -668,8 +835,11 @@ struct Filesystem::Impl {
     // Open handles keep working after REMOVE (the server has POSIX semantics), so nothing is hidden:
     // the node is only detached and serves its handles until they close.
     client->remove(p, tracked([this, req, parent, n, p](Status s) {
-      caches.changed(p);
-      if (!s) return reply_error(req, s.error());
+      if (!s) {
+        caches.changed_unknown(p);
+        return reply_error(req, s.error());
+      }
+      caches.removed(p);
       inodes.unlink(parent, n);
       fuse_reply_err(req, 0);
     }));
@@ -680,11 +850,12 @@ struct Filesystem::Impl {
     if (!path) return (void)fuse_reply_err(req, ENOENT);
     std::string p = *path, n = name;
     client->rmdir(p, tracked([this, req, parent, n, p](Status s) {
-      caches.changed_tree(p);
       if (s) {
+        caches.removed(p);
         inodes.unlink(parent, n);
         return (void)fuse_reply_err(req, 0);
       }
+      caches.changed_tree(p);
       Error error = s.take_error();
       if (!is_status(error, sftp::SSH_FX_FAILURE)) return reply_error(req, error);
       // Servers say FAILURE for ENOTEMPTY: look.
@@ -705,12 +876,18 @@ struct Filesystem::Impl {
     std::string f = *from, t = *to, n = name, nn = newname;
 
     auto done = [this, req, parent, n, newparent, nn, f, t](Status s) {
-      caches.changed_tree(f);
-      caches.changed_tree(t);
       if (s) {
+        // The name moved: both listings stay current (the moved entry keeps its attributes).
+        std::optional<sftp::Attrs> moved;
+        if (auto cached = caches.attrs.get(f)) moved = cached->attrs;
+        caches.removed(f);
+        caches.removed(t);
+        caches.added(t, moved);
         inodes.rename(parent, n, newparent, nn);
         return (void)fuse_reply_err(req, 0);
       }
+      caches.changed_tree(f);
+      caches.changed_tree(t);
       Error error = s.take_error();
       if (!is_status(error, sftp::SSH_FX_FAILURE)) return reply_error(req, error);
       // FAILURE: onto a non-empty directory is ENOTEMPTY; see what the target is.
@@ -758,25 +935,37 @@ struct Filesystem::Impl {
     auto to = inodes.child_path(newparent, newname);
     if (!from || !to) return (void)fuse_reply_err(req, ENOENT);
     std::string f = *from, t = *to, nn = newname;
-    client->hardlink(f, t, tracked([this, req, ino, newparent, nn, f, t](Status s) {
-      if (!s) return refine_create_failure(req, t, s.take_error());
-      caches.changed(f);
-      caches.changed(t);
-      // One more name for the same file: the count we knew, plus one. (LSTAT carries no link count.)
-      uint32_t nlink = std::max<uint32_t>(inodes.nlink(ino), 1) + 1;
-      inodes.set_nlink(ino, nlink);
-      // Some servers answer OK and do nothing: the new name must exist.
-      client->lstat(t, tracked([this, req, ino, newparent, nn, t, nlink](Result<sftp::Attrs> r) {
-        if (!r) {
-          if (is_status(r.error(), sftp::SSH_FX_NO_SUCH_FILE)) return (void)fuse_reply_err(req, EPERM);
-          return reply_error(req, r.error());
-        }
-        // The kernel keeps the source's cached attributes (a different node to it): have it ask again
-        // for the new link count. Attributes only (offset < 0): no page cache work, nothing to deadlock.
-        if (session) fuse_lowlevel_notify_inval_inode(session, ino, -1, 0);
-        reply_entry(req, newparent, nn, *r, nlink);
-      }));
-    }));
+    caches.negative.invalidate(t);
+    caches.attrs.invalidate(t);
+    // The hardlink and the LSTAT of the new name back to back on one connection: one round trip.
+    size_t connection = client->pick_connection();
+    auto [on_linked, on_stat] = joined<Status, Result<sftp::Attrs>>(
+        [this, req, ino, newparent, nn, f, t](Status s, Result<sftp::Attrs> r) {
+          if (!s) {
+            Error error = s.take_error();
+            caches.changed_unknown(t);
+            // FAILURE is what servers say for EEXIST: the LSTAT says whether the name exists.
+            if (is_status(error, sftp::SSH_FX_FAILURE) && r) return (void)fuse_reply_err(req, EEXIST);
+            return reply_error(req, error);
+          }
+          caches.changed(f);
+          // One more name for the same file: the count we knew, plus one. (LSTAT carries no link count.)
+          uint32_t nlink = std::max<uint32_t>(inodes.nlink(ino), 1) + 1;
+          inodes.set_nlink(ino, nlink);
+          // Some servers answer OK and do nothing: the new name must exist.
+          if (!r) {
+            caches.changed_unknown(t);
+            if (is_status(r.error(), sftp::SSH_FX_NO_SUCH_FILE)) return (void)fuse_reply_err(req, EPERM);
+            return reply_error(req, r.error());
+          }
+          caches.added(t, *r, nlink);
+          // The kernel keeps the source's cached attributes (a different node to it): have it ask again
+          // for the new link count. Attributes only (offset < 0): no page cache work, nothing to deadlock.
+          if (session) fuse_lowlevel_notify_inval_inode(session, ino, -1, 0);
+          reply_entry(req, newparent, nn, *r, nlink);
+        });
+    client->hardlink_on(connection, f, t, tracked(on_linked));
+    client->lstat_on(connection, t, tracked(on_stat));
   }
 
   // ---- files ----
@@ -796,6 +985,28 @@ struct Filesystem::Impl {
     auto handle = std::make_shared<FileHandle>(ino, remote, writable, append);
     handle->append_offset = size;
     std::string path = remote->path;
+    const bool readable = (fi->flags & O_ACCMODE) != O_WRONLY;
+    if (fi->flags & O_TRUNC) data_changed(ino);  // other handles' prefetched bytes are gone
+    std::optional<sftp::Attrs> known = entry_attrs;
+    if (!known && !(fi->flags & O_TRUNC)) {
+      if (auto cached = caches.attrs.get(path)) known = cached->attrs;
+    }
+    if (known && known->has(sftp::SSH_FILEXFER_ATTR_SIZE)) {
+      handle->size_hint.store(known->size);
+    } else if (fi->flags & O_TRUNC) {
+      handle->size_hint.store(0);
+    }
+    if (readable && opt.prefetch && prefetch_budget->limit() > 0) {
+      PrefetchConfig config;
+      config.max_window = std::max<uint64_t>(opt.prefetch_max_window, config.initial_window);
+      std::weak_ptr<FileHandle> weak = handle;
+      handle->prefetcher = Prefetcher::create(config, prefetch_budget,
+                                              [this, weak](uint64_t off, uint32_t length, Prefetcher::FetchDone done) {
+                                                auto h = weak.lock();
+                                                if (!h) return done(Error::errno_error(EBADF, "file closed"));
+                                                read_range(h, off, length, std::move(done));
+                                              });
+    }
     inodes.open_ref(ino);
     fi->fh = register_handle(handle, ino);
     fi->direct_io = opt.direct_io ? 1 : 0;
@@ -850,32 +1061,49 @@ struct Filesystem::Impl {
     attrs.set_permissions(mode & 07777);
     std::string p = *path, n = name;
     fuse_file_info info = *fi;
-    caches.changed(p);
-    client->open(p, pflags, attrs, tracked([this, req, parent, n, p, info](Result<client::FileRef> r) mutable {
-      if (!r) return refine_create_failure(req, p, r.take_error());
-      client::FileRef remote = *r;
-      // The entry needs the file's attributes (owner, mode after the server's umask, size when the
-      // file existed already).
-      client->fstat(remote, tracked([this, req, parent, n, p, info, remote](Result<sftp::Attrs> a) mutable {
-        if (!a) {
-          close_quietly(remote);
-          return reply_error(req, a.error());
-        }
-        caches.attrs.put(p, CachedAttrs{*a, 0});
-        auto ino = inodes.link(parent, n, 0, S_IFREG);
-        if (!ino) {
-          close_quietly(remote);
-          return (void)fuse_reply_err(req, ENOENT);
-        }
-        finish_open(req, *ino, &info, remote, a->size, *a, parent, n);
-      }));
-    }));
+    caches.negative.invalidate(p);
+    caches.attrs.invalidate(p);
+    // OPEN and the LSTAT that gives the entry's attributes (owner, mode after the server's umask, size
+    // when the file existed) go back to back on one connection: one round trip.
+    size_t connection = client->pick_connection();
+    auto [on_open, on_stat] = joined<Result<client::FileRef>, Result<sftp::Attrs>>(
+        [this, req, parent, n, p, info](Result<client::FileRef> r, Result<sftp::Attrs> a) mutable {
+          if (!r) {
+            Error error = r.take_error();
+            caches.changed_unknown(p);
+            // FAILURE is what servers say for EEXIST: the LSTAT says whether the name exists.
+            if (is_status(error, sftp::SSH_FX_FAILURE) && a) return (void)fuse_reply_err(req, EEXIST);
+            return reply_error(req, error);
+          }
+          client::FileRef remote = *r;
+          auto created = [this, req, parent, n, p, info, remote](const sftp::Attrs& attrs) mutable {
+            caches.added(p, attrs);
+            auto ino = inodes.link(parent, n, 0, S_IFREG);
+            if (!ino) {
+              close_quietly(remote);
+              return (void)fuse_reply_err(req, ENOENT);
+            }
+            finish_open(req, *ino, &info, remote, attrs.size, attrs, parent, n);
+          };
+          if (a && a->has(sftp::SSH_FILEXFER_ATTR_PERMISSIONS) && S_ISREG(a->permissions)) return created(*a);
+          // Opened through a symlink, or the name changed meanwhile: ask the open file itself.
+          client->fstat(remote, tracked([this, req, remote, created](Result<sftp::Attrs> fa) mutable {
+            if (!fa) {
+              close_quietly(remote);
+              return reply_error(req, fa.error());
+            }
+            created(*fa);
+          }));
+        });
+    client->open_on(connection, p, pflags, attrs, tracked(on_open));
+    client->lstat_on(connection, p, tracked(on_stat));
   }
 
   void release_handle(uint64_t fh) {
     auto base = unregister_handle(fh);
     if (!base || base->is_dir) return;
     auto handle = std::static_pointer_cast<FileHandle>(base);
+    if (handle->prefetcher) handle->prefetcher->invalidate();  // nobody reads them any more
     when_drained(handle, [this, handle] {
       // Nothing can report a CLOSE failure to the application any more: do not wait for it.
       close_quietly(handle->remote);
@@ -891,12 +1119,16 @@ struct Filesystem::Impl {
     if (!handle) return (void)fuse_reply_err(req, EBADF);
     if (off < 0) return (void)fuse_reply_err(req, EINVAL);
     uint32_t length = static_cast<uint32_t>(std::min<size_t>(size, UINT32_MAX));
-    client->read(handle->remote, static_cast<uint64_t>(off), length,
-                 tracked([this, req, handle](Result<sftp::Bytes> r) {
-                   // A failed read is an error, never a short read or an end of file.
-                   if (!r) return reply_error(req, r.error());
-                   fuse_reply_buf(req, reinterpret_cast<const char*>(r->data()), r->size());
-                 }));
+    uint64_t offset = static_cast<uint64_t>(off);
+    if (handle->prefetcher) {
+      bool taken = handle->prefetcher->read(
+          offset, length, [this, req, handle, offset, length](std::optional<Prefetcher::Slices> slices) {
+            if (!slices) return direct_read(req, handle, offset, length);
+            fuse_reply_iov(req, slices->iov.data(), static_cast<int>(slices->iov.size()));
+          });
+      if (taken) return;
+    }
+    direct_read(req, handle, offset, length);
   }
 
   void write(fuse_req_t req, Ino, const char* buf, size_t size, off_t off, fuse_file_info* fi) {
@@ -922,6 +1154,7 @@ struct Filesystem::Impl {
       ack_now = handle->in_flight <= kWriteBehindBytes;
     }
     floor_write_sent(handle->ino, offset + size, size);
+    data_changed(handle->ino);
     sftp::Bytes data(reinterpret_cast<const uint8_t*>(buf), reinterpret_cast<const uint8_t*>(buf) + size);
     client->write(handle->remote, offset, std::move(data),
                   tracked([this, req, handle, size, ack_now](Status s) {
@@ -998,6 +1231,7 @@ struct Filesystem::Impl {
           if (n == 0) return (void)fuse_reply_write(req, 0);
           uint64_t to = static_cast<uint64_t>(off_out);
           floor_write_sent(out->ino, to + n, n);
+          data_changed(out->ino);
           client->copy_data(in->remote, from, n, out->remote, to,
                             tracked([this, req, out, n](Status s) {
                               floor_write_done(out->ino, n);

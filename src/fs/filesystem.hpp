@@ -47,6 +47,15 @@ struct FsOptions {
   bool disable_hardlink = false;
   bool follow_symlinks = false;
   uint32_t max_read = 0;  // 0: ours
+
+  // Sequential read prefetching (see fs/prefetcher.hpp). prefetch=false is sshfs's no_readahead.
+  bool prefetch = true;
+  // Bytes all open files of the mount may have prefetched at once (in flight or buffered): bounds
+  // memory with many sequential readers. 0 turns prefetching off.
+  uint64_t prefetch_budget = 256ull << 20;
+  // Largest window one file keeps ahead of its reader: must cover bandwidth x RTT (32 MiB: 400 MB/s at
+  // 80 ms).
+  uint64_t prefetch_max_window = 32ull << 20;
   std::string fsname;     // shown in /proc/mounts as the source, e.g. "user@host:/path"
   std::string subtype = "sftpfs";
   bool debug = false;     // FUSE debug output (-d)

@@ -3,6 +3,7 @@
 // handle outlives its release until its last request is answered.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -16,6 +17,7 @@
 #include "client/client.hpp"
 #include "fs/cache.hpp"
 #include "fs/inode_table.hpp"
+#include "fs/prefetcher.hpp"
 #include "util/result.hpp"
 
 namespace sftpfs::fs {
@@ -42,6 +44,13 @@ struct FileHandle : HandleBase, std::enable_shared_from_this<FileHandle> {
   std::optional<Error> first_error;         // first failed write, until reported by flush/fsync
   uint64_t append_offset = 0;               // for append: where the next write goes
   std::vector<std::function<void()>> drained_waiters;  // run once in_flight reaches 0
+
+  // Where the file is expected to end (kUnknownSize: no idea). Only an optimisation: a read that
+  // crosses it is sent as two READs at once, so the end of file costs no second round trip; the
+  // bytes returned are exact whatever the file's real size.
+  static constexpr uint64_t kUnknownSize = UINT64_MAX;
+  std::atomic<uint64_t> size_hint{kUnknownSize};
+  std::shared_ptr<Prefetcher> prefetcher;  // set at open for readable handles; never replaced
 };
 
 // A directory read in full when opened (several READDIRs in flight), then served from memory; a fresh

@@ -217,6 +217,18 @@ uint32_t InodeTable::nlink(Ino ino) const {
   return it == nodes_.end() ? 0 : it->second.nlink;
 }
 
+bool InodeTable::note_data_signature(Ino ino, uint64_t size, uint32_t mtime) {
+  std::lock_guard lock(mutex_);
+  auto it = nodes_.find(ino);
+  if (it == nodes_.end()) return false;
+  Node& node = it->second;
+  bool changed = node.has_signature && (node.size != size || node.mtime != mtime);
+  node.has_signature = true;
+  node.size = size;
+  node.mtime = mtime;
+  return changed;
+}
+
 mode_t InodeTable::type(Ino ino) const {
   std::lock_guard lock(mutex_);
   auto it = nodes_.find(ino);

@@ -57,6 +57,9 @@ class InodeTable {
   // Link count learned from the server (READDIR longname); 0 = unknown.
   void set_nlink(Ino ino, uint32_t nlink);
   uint32_t nlink(Ino ino) const;
+  // Records a regular file's size and mtime as seen in attributes; true when they differ from the
+  // ones seen before (the file's bytes may have changed: cached data is stale).
+  bool note_data_signature(Ino ino, uint64_t size, uint32_t mtime);
   mode_t type(Ino ino) const;  // S_IFMT bits, 0 = unknown
   void set_type(Ino ino, mode_t type);
 
@@ -76,6 +79,9 @@ class InodeTable {
     uint32_t opens = 0;
     uint32_t nlink = 0;
     mode_t type = 0;
+    bool has_signature = false;
+    uint32_t mtime = 0;
+    uint64_t size = 0;
     bool detached = false;
     std::unordered_map<std::string, Ino> children;
   };

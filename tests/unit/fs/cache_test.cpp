@@ -100,12 +100,49 @@ TEST(Caches, ChangeInvalidatesEntryAndParentListing) {
   Caches caches(config, clock.fn());
   caches.put_listing("/r", std::make_shared<std::vector<DirEntry>>(std::vector<DirEntry>{{"f", file_attrs(1), 0}}));
   caches.negative.put("/r/g", true);
-  caches.changed("/r/g");  // created g
+  caches.changed_unknown("/r/g");  // something happened to g
   EXPECT_FALSE(caches.negative.get("/r/g"));
   EXPECT_FALSE(caches.dirs.get("/r"));
   EXPECT_TRUE(caches.attrs.get("/r/f"));  // siblings keep their attributes
   caches.changed_tree("/r");
   EXPECT_FALSE(caches.attrs.get("/r/f"));
+}
+
+TEST(Caches, ListingsFollowWhatThisMountAddsAndRemoves) {
+  FakeClock clock;
+  Caches::Config config;
+  config.attr_ttl = config.dir_ttl = config.negative_ttl = 5s;
+  Caches caches(config, clock.fn());
+  caches.created_empty_dir("/r/new");
+  auto absent = caches.from_listing("/r/new", "a");
+  ASSERT_TRUE(absent);
+  EXPECT_FALSE(*absent);  // known empty: no round trip to say ENOENT
+  caches.negative.put("/r/new/a", true);
+  caches.added("/r/new/a", file_attrs(7));
+  EXPECT_FALSE(caches.negative.get("/r/new/a"));
+  auto found = caches.from_listing("/r/new", "a");
+  ASSERT_TRUE(found && *found);
+  EXPECT_EQ((*found)->attrs.size, 7u);
+  EXPECT_EQ(caches.attrs.get("/r/new/a")->attrs.size, 7u);
+  // Attributes changed (a write, a chmod): the name stays listed, its attributes become unknown.
+  caches.changed("/r/new/a");
+  found = caches.from_listing("/r/new", "a");
+  ASSERT_TRUE(found && *found);
+  EXPECT_EQ((*found)->attrs.flags, 0u);
+  EXPECT_FALSE(caches.attrs.get("/r/new/a"));
+  // Other names are still known absent.
+  absent = caches.from_listing("/r/new", "b");
+  ASSERT_TRUE(absent);
+  EXPECT_FALSE(*absent);
+  caches.removed("/r/new/a");
+  absent = caches.from_listing("/r/new", "a");
+  ASSERT_TRUE(absent);
+  EXPECT_FALSE(*absent);
+  // Edits keep the listing's expiry: they never make it live longer.
+  clock.now += 5s;
+  EXPECT_FALSE(caches.from_listing("/r/new", "b"));
+  caches.added("/r/new/b", file_attrs(1));
+  EXPECT_FALSE(caches.dirs.get("/r/new"));
 }
 
 TEST(Caches, ParentPath) {
