@@ -188,6 +188,32 @@ void Client::home_directory(std::string user, Callback<std::string> done) {
     realpath(".", std::move(done));  // the server starts sessions in the home directory
 }
 
+size_t Client::pick_connection() { return impl_->pick(); }
+void Client::stat_on(size_t connection, std::string path, Callback<sftp::Attrs> done) {
+  impl_->send(connection, sftp::build_stat(0, path), expect_attrs(std::move(done)));
+}
+void Client::lstat_on(size_t connection, std::string path, Callback<sftp::Attrs> done) {
+  impl_->send(connection, sftp::build_lstat(0, path), expect_attrs(std::move(done)));
+}
+void Client::mkdir_on(size_t connection, std::string path, sftp::Attrs attrs, Done done) {
+  impl_->send(connection, sftp::build_mkdir(0, path, attrs), expect_ok(std::move(done)));
+}
+void Client::setstat_on(size_t connection, std::string path, sftp::Attrs attrs, Done done) {
+  impl_->send(connection, sftp::build_setstat(0, path, attrs), expect_ok(std::move(done)));
+}
+void Client::lsetstat_on(size_t connection, std::string path, sftp::Attrs attrs, Done done) {
+  if (impl_->require(sftp::kExtLsetstat, done))
+    impl_->send(connection, sftp::build_lsetstat(0, path, attrs), expect_ok(std::move(done)));
+}
+void Client::symlink_on(size_t connection, std::string target, std::string link_path, Done done) {
+  impl_->send(connection, sftp::build_symlink(0, target, link_path, features().symlink_draft_order),
+              expect_ok(std::move(done)));
+}
+void Client::hardlink_on(size_t connection, std::string old_path, std::string new_path, Done done) {
+  if (impl_->require(sftp::kExtHardlink, done))
+    impl_->send(connection, sftp::build_hardlink(0, old_path, new_path), expect_ok(std::move(done)));
+}
+
 void Client::open(std::string path, uint32_t pflags, sftp::Attrs attrs, Callback<FileRef> done) {
   impl_->open_on(impl_->pick(), std::move(path), pflags, std::move(attrs), false, std::move(done));
 }

@@ -65,6 +65,19 @@ class Client {
   void statvfs(std::string path, Callback<sftp::Statvfs> done);          // unsupported when absent
   void home_directory(std::string user, Callback<std::string> done);
 
+  // ---- pinned to one connection ----
+  // A server answers one connection's requests in order, so a create and the LSTAT that reads its
+  // result can be sent back to back (one round trip) when both go to the same connection: pick it
+  // once (the least busy, as metadata requests do), then use the *_on forms and open_on.
+  size_t pick_connection();
+  void stat_on(size_t connection, std::string path, Callback<sftp::Attrs> done);
+  void lstat_on(size_t connection, std::string path, Callback<sftp::Attrs> done);
+  void mkdir_on(size_t connection, std::string path, sftp::Attrs attrs, Done done);
+  void setstat_on(size_t connection, std::string path, sftp::Attrs attrs, Done done);
+  void lsetstat_on(size_t connection, std::string path, sftp::Attrs attrs, Done done);  // unsupported when absent
+  void symlink_on(size_t connection, std::string target, std::string link_path, Done done);
+  void hardlink_on(size_t connection, std::string old_path, std::string new_path, Done done);  // unsupported when absent
+
   // ---- open files and directories ----
   void open(std::string path, uint32_t pflags, sftp::Attrs attrs, Callback<FileRef> done);
   // The same on a chosen connection (index modulo the pool size): for striping one transfer.
