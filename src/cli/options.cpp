@@ -189,8 +189,11 @@ const OptionSpec kOptions[] = {
      }},
     {"sshfs_sync", Takes::nothing, "sshfs", "no effect: writes are pipelined and errors reported at flush/fsync/close",
      accept_without_effect},
-    {"no_readahead", Takes::nothing, "sshfs", "no effect: sftpfs's prefetch follows sequential reads only",
-     accept_without_effect},
+    {"no_readahead", Takes::nothing, "sshfs", "no read prefetching beyond what the kernel asks for",
+     [](ParseState& s, std::string_view, std::string_view) -> Status {
+       s.cl.fs.prefetch = false;
+       return {};
+     }},
     {"sync_readdir", Takes::nothing, "sshfs", "no effect: readdir is always pipelined", accept_without_effect},
     {"unreliable_append", Takes::nothing, "sshfs", "no effect: appends are positioned by sftpfs",
      accept_without_effect},
@@ -368,6 +371,22 @@ const OptionSpec kOptions[] = {
     {"nouser", Takes::nothing, "fstab", "fstab word, no effect here", accept_without_effect},
 
     // ---- sftpfs's own ----
+    {"prefetch_window", Takes::value, "sftpfs", "MiB: most one file reads ahead of its reader (default 32)",
+     [](ParseState& s, std::string_view name, std::string_view value) -> Status {
+       auto n = parse_unsigned(name, value, 4096);
+       if (!n) return n.take_error();
+       if (*n == 0) return usage_error("prefetch_window must be at least 1 (MiB); use no_readahead to turn it off");
+       s.cl.fs.prefetch_max_window = *n << 20;
+       return {};
+     }},
+    {"prefetch_budget", Takes::value, "sftpfs", "MiB: most all files read ahead together (default 256)",
+     [](ParseState& s, std::string_view name, std::string_view value) -> Status {
+       auto n = parse_unsigned(name, value, 65536);
+       if (!n) return n.take_error();
+       s.cl.fs.prefetch_budget = *n << 20;
+       if (*n == 0) s.cl.fs.prefetch = false;
+       return {};
+     }},
     {"request_timeout", Takes::value, "sftpfs", "SECONDS: a request unanswered this long fails (default 60)",
      [](ParseState& s, std::string_view name, std::string_view value) -> Status {
        auto t = parse_seconds(name, value);

@@ -217,9 +217,19 @@ TEST(SshfsOptions, Mapped) {
   EXPECT_TRUE(cl.fs.disable_hardlink);
 }
 
+TEST(SshfsOptions, Prefetch) {
+  EXPECT_TRUE(parse_ok({"h:", "/m"}).fs.prefetch);
+  EXPECT_FALSE(parse_ok({"h:", "/m", "-o", "no_readahead"}).fs.prefetch);
+  auto tuned = parse_ok({"h:", "/m", "-o", "prefetch_window=8,prefetch_budget=64"});
+  EXPECT_EQ(tuned.fs.prefetch_max_window, 8ull << 20);
+  EXPECT_EQ(tuned.fs.prefetch_budget, 64ull << 20);
+  EXPECT_FALSE(parse_ok({"h:", "/m", "-o", "prefetch_budget=0"}).fs.prefetch);
+  EXPECT_FALSE(parse({"h:", "/m", "-o", "prefetch_window=0"}));
+}
+
 TEST(SshfsOptions, AcceptedWithoutEffect) {
   parse_ok({"h:", "/m", "-o",
-            "delay_connect,sshfs_sync,no_readahead,sync_readdir,max_write=65536,workaround=rename:nofstat,"
+            "delay_connect,sshfs_sync,sync_readdir,max_write=65536,workaround=rename:nofstat,"
             "transform_symlinks,contain_symlinks,no_contain_symlinks,ssh_command=ssh -x,ssh_protocol=2,"
             "sftp_server=sftp,unreliable_append,writeback_cache=no,dcache_clean_interval=60,"
             "dcache_min_clean_interval=5,dcache_link_timeout=3"});
