@@ -955,12 +955,7 @@ Result<ResolvedSsh> resolve_ssh_options(const CommandLine& cl, const SshEnvironm
     if (!listed("password")) o.password_authentication = false;
     if (!listed("keyboard-interactive")) o.kbd_interactive_authentication = false;
   }
-  if (!pubkey) {
-    // SessionOptions has no switch for key files; without keys the agent is the only public-key source.
-    o.use_agent = false;
-    if (!o.identity_files.empty())
-      LOG_WARN("PubkeyAuthentication=no: the transport still tries the given IdentityFile keys");
-  }
+  o.pubkey_authentication = pubkey;
 
   if (auto v = value("IdentityAgent")) {
     if (lower(*v) == "none") {

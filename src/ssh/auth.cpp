@@ -278,7 +278,9 @@ Status Authenticator::run() {
   methods_ = list;
   debug("server allows authentication: " + methods_);
 
-  if (method_offered(methods_, "publickey")) {
+  if (!o_.pubkey_authentication) {
+    note("publickey: turned off (PubkeyAuthentication=no)");
+  } else if (method_offered(methods_, "publickey")) {
     const bool files_given = !o_.identity_files.empty();
     if (o_.use_agent && !(o_.identities_only && files_given)) {
       if (auto st = try_agent(); !st || done()) return st;

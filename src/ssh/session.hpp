@@ -40,6 +40,7 @@ struct SessionOptions {
   std::string host_key_alias;  // HostKeyAlias, when set: the name looked up in known_hosts
 
   // Authentication, tried in this order: agent, identity files, password / keyboard-interactive.
+  bool pubkey_authentication = true;          // PubkeyAuthentication: agent and key files at all
   bool use_agent = true;                      // SSH_AUTH_SOCK, unless IdentitiesOnly with files given
   std::vector<std::string> identity_files;    // empty: ~/.ssh/id_ed25519, id_ecdsa, id_rsa
   bool identities_only = false;

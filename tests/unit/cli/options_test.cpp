@@ -401,7 +401,7 @@ TEST(SshKeys, PreferredAuthenticationsSubset) {
   ASSERT_TRUE(resolved);
   EXPECT_TRUE(resolved->session.password_authentication);
   EXPECT_FALSE(resolved->session.kbd_interactive_authentication);
-  EXPECT_FALSE(resolved->session.use_agent);
+  EXPECT_FALSE(resolved->session.pubkey_authentication);  // neither the agent nor key files
 }
 
 TEST(SshKeys, IdentityAgent) {
