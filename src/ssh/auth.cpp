@@ -247,7 +247,6 @@ class Authenticator {
   SessionInfo& info_;
   std::string methods_;
   std::vector<std::string> tried_;
-  bool timed_out_ = false;
   // keyboard-interactive state
   bool kbd_used_password_ = false;
   bool kbd_cancelled_ = false;
