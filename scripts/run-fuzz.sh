@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the SFTP reply fuzzer (clang, libFuzzer, ASan+UBSan) in build/fuzz and runs it for SECONDS
-# (default 60) on a scratch copy of the seed corpus. Prints one line on success; on a crash prints the
+# Builds the fuzzers (clang, libFuzzer, ASan+UBSan) in build/fuzz and runs them for SECONDS in all
+# (default 60): the SFTP reply decoder for three quarters of it, the config/command-line parsers for the
+# rest, each on a scratch copy of its seed corpus. Prints one line on success; on a crash prints the
 # fuzzer's report, keeps the crashing input under build/fuzz/artifacts/ and exits non-zero.
 #   usage: scripts/run-fuzz.sh [SECONDS]
 set -euo pipefail
@@ -29,22 +30,32 @@ run_quiet() {  # runs a step, showing its output only if it fails
 
 run_quiet "configure" cmake -S "$root" -B "$build" -G Ninja -DCMAKE_CXX_COMPILER=clang++-14 \
   -DSFTPFS_FUZZ=ON -DSFTPFS_TESTS=OFF
-run_quiet "build" cmake --build "$build" --target reply_fuzzer -j2
+run_quiet "build" cmake --build "$build" --target reply_fuzzer config_fuzzer -j2
+mkdir -p "$artifacts"
 
-mkdir -p "$work/corpus" "$artifacts"
-cp "$root"/tests/fuzz/corpus/reply/* "$work/corpus/"
+# fuzz TARGET CORPUS_DIR SECONDS MAX_LEN
+fuzz() {
+  local target=$1 corpus=$2 secs=$3 max_len=$4 status=0
+  mkdir -p "$work/$target"
+  cp "$root/tests/fuzz/corpus/$corpus"/* "$work/$target/"
+  "$build/tests/fuzz/$target" "$work/$target" \
+    -max_total_time="$secs" -max_len="$max_len" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+    -artifact_prefix="$artifacts/$target-" >"$work/$target.log" 2>&1 || status=$?
+  if (( status != 0 )) || grep -qE 'ERROR: (libFuzzer|AddressSanitizer|UndefinedBehaviorSanitizer)|runtime error:' "$work/$target.log"; then
+    echo "run-fuzz: $target failed (exit $status); report follows, inputs in $artifacts" >&2
+    tail -n 80 "$work/$target.log" >&2
+    return 1
+  fi
+  local runs corpus_size
+  runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/$target.log" | tail -n 1)
+  corpus_size=$(find "$work/$target" -type f | wc -l)
+  echo "run-fuzz: $target clean: ${runs:-?} inputs in ${secs}s, corpus grew to ${corpus_size} files"
+}
 
-status=0
-"$build/tests/fuzz/reply_fuzzer" "$work/corpus" \
-  -max_total_time="$seconds" -max_len=4096 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-  -artifact_prefix="$artifacts/" >"$work/fuzz.log" 2>&1 || status=$?
-
-if (( status != 0 )) || grep -qE 'ERROR: (libFuzzer|AddressSanitizer|UndefinedBehaviorSanitizer)|runtime error:' "$work/fuzz.log"; then
-  echo "run-fuzz: reply_fuzzer failed (exit $status); report follows, inputs in $artifacts" >&2
-  tail -n 80 "$work/fuzz.log" >&2
-  exit 1
-fi
-
-runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/fuzz.log" | tail -n 1)
-corpus=$(find "$work/corpus" -type f | wc -l)
-echo "run-fuzz: reply_fuzzer clean: ${runs:-?} inputs in ${seconds}s, corpus grew to ${corpus} files"
+# The reply decoder faces the network, so it gets most of the time.
+config_seconds=$(( seconds / 4 > 0 ? seconds / 4 : 1 ))
+reply_seconds=$(( seconds - config_seconds > 0 ? seconds - config_seconds : 1 ))
+failed=0
+fuzz reply_fuzzer reply "$reply_seconds" 4096 || failed=1
+fuzz config_fuzzer config "$config_seconds" 2048 || failed=1
+exit $failed
