@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -76,6 +77,45 @@ std::string local_user_name();
 
 // Opens a TCP connection (blocking up to `deadline`), with TCP_NODELAY, the socket left non-blocking.
 Result<int> tcp_connect(const std::string& host, uint16_t port, Clock::time_point deadline);
+
+// A ProxyCommand or ProxyJump child whose stdin and stdout are one end of a socketpair; libssh2 uses the
+// other end as its socket. The child's stderr is ours, so the user sees its messages.
+class ProxyProcess {
+ public:
+  // Starts the proxy `options` asks for; nullptr when it asks for none. `socket_fd` receives our end of
+  // the socketpair (close-on-exec, non-blocking), owned by the caller.
+  static Result<std::unique_ptr<ProxyProcess>> start(const SessionOptions& options, int& socket_fd);
+  // Waits a short grace period for the child to leave by itself (its socket should be closed by now),
+  // then SIGTERM, then SIGKILL, by pid; always reaps it.
+  ~ProxyProcess();
+  ProxyProcess(const ProxyProcess&) = delete;
+  ProxyProcess& operator=(const ProxyProcess&) = delete;
+
+  int pid() const { return reaped_ ? -1 : pid_; }
+  // "ProxyCommand 'x'" or "ProxyJump 'x'", for messages.
+  const std::string& description() const { return description_; }
+  // Whether the child has ended within `wait` (reaping it); if so, how: "exited with status 3" or
+  // "was killed by signal 9".
+  std::optional<std::string> ended_within(std::chrono::milliseconds wait);
+
+ private:
+  ProxyProcess(int pid, std::string description) : pid_(pid), description_(std::move(description)) {}
+  bool try_reap();  // true once the child has been reaped
+  int pid_;
+  bool reaped_ = false;
+  int status_ = 0;
+  std::string description_;
+};
+
+// Builds the argv for a ProxyJump spec, as OpenSSH does (see SessionOptions::proxy_jump); an error for a
+// malformed spec. Exposed for tests.
+Result<std::vector<std::string>> proxy_jump_argv(const SessionOptions& options);
+
+// Turns an ssh_config algorithm list (see SessionOptions::ciphers) into a libssh2 preference string
+// holding only what libssh2 implements for `method_type`; empty means "library default". An error
+// naming `option` when nothing usable is left or the list is malformed.
+Result<std::string> method_preference(LIBSSH2_SESSION* session, int method_type, const std::string& spec,
+                                      const char* option);
 
 // Host key policy: before the handshake, which key types known_hosts records for the host; after it,
 // the verdict on the key the server presented.

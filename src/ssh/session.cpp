@@ -4,6 +4,7 @@
 #include <libssh2.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <mutex>
 
 #include "ssh/internal.hpp"
@@ -49,7 +50,73 @@ std::string join(const std::vector<std::string>& items, const char* sep) {
   return out;
 }
 
+// KexAlgorithms, HostKeyAlgorithms, Ciphers and MACs, before the handshake. The host key types
+// recorded in known_hosts narrow the host key list further (libssh2 1.10 would otherwise ask for
+// ECDSA even when only the ed25519 key is known).
+Status set_method_preferences(LIBSSH2_SESSION* s, const SessionOptions& options,
+                              const std::vector<std::string>& recorded_host_key_methods) {
+  struct Preference {
+    const std::string& spec;
+    const char* option;
+    std::vector<int> methods;
+  };
+  const Preference preferences[] = {
+      {options.kex, "KexAlgorithms", {LIBSSH2_METHOD_KEX}},
+      {options.ciphers, "Ciphers", {LIBSSH2_METHOD_CRYPT_CS, LIBSSH2_METHOD_CRYPT_SC}},
+      {options.macs, "MACs", {LIBSSH2_METHOD_MAC_CS, LIBSSH2_METHOD_MAC_SC}},
+  };
+  for (const Preference& p : preferences) {
+    auto pref = detail::method_preference(s, p.methods.front(), p.spec, p.option);
+    if (!pref) return pref.take_error();
+    if (pref->empty()) continue;
+    for (int method : p.methods) {
+      if (libssh2_session_method_pref(s, method, pref->c_str()) != 0)
+        return Error::not_supported(std::string(p.option) + "=" + p.spec + " is refused by libssh2: " +
+                                    detail::last_error(s));
+    }
+  }
+
+  auto host_keys = detail::method_preference(s, LIBSSH2_METHOD_HOSTKEY, options.host_key_algorithms,
+                                             "HostKeyAlgorithms");
+  if (!host_keys) return host_keys.take_error();
+  std::vector<std::string> wanted;
+  if (!host_keys->empty()) {
+    std::vector<std::string> allowed;
+    for (size_t start = 0; start <= host_keys->size();) {
+      size_t end = host_keys->find(',', start);
+      if (end == std::string::npos) end = host_keys->size();
+      allowed.push_back(host_keys->substr(start, end - start));
+      start = end + 1;
+    }
+    for (const std::string& m : allowed)
+      if (std::find(recorded_host_key_methods.begin(), recorded_host_key_methods.end(), m) !=
+          recorded_host_key_methods.end())
+        wanted.push_back(m);
+    // None of the recorded types is allowed: the server will show a key known_hosts does not have,
+    // and verification says so.
+    if (wanted.empty()) wanted = allowed;
+  } else {
+    wanted = recorded_host_key_methods;
+  }
+  if (!wanted.empty()) {
+    std::string pref = join(wanted, ",");
+    if (libssh2_session_method_pref(s, LIBSSH2_METHOD_HOSTKEY, pref.c_str()) != 0 &&
+        !options.host_key_algorithms.empty()) {
+      return Error::not_supported("HostKeyAlgorithms=" + options.host_key_algorithms + " is refused by libssh2: " +
+                                  detail::last_error(s));
+    }
+    // Without HostKeyAlgorithms, a refusal means none of the recorded types is implemented by
+    // libssh2 1.10 (e.g. only rsa-sha2 keys are recorded): keep the default order; verification will
+    // then report the key as unknown.
+  }
+  return {};
+}
+
 }  // namespace
+
+Session::Session() = default;
+
+int Session::proxy_pid() const { return proxy_ ? proxy_->pid() : -1; }
 
 Result<std::unique_ptr<Session>> Session::connect(const SessionOptions& given) {
   global_init();
@@ -59,9 +126,17 @@ Result<std::unique_ptr<Session>> Session::connect(const SessionOptions& given) {
   if (options.user.empty()) options.user = detail::local_user_name();
   const auto deadline = Clock::now() + options.connect_timeout;
 
-  auto fd = detail::tcp_connect(options.host, options.port, deadline);
-  if (!fd) return fd.take_error();
-  self->fd_ = *fd;
+  auto proxy = detail::ProxyProcess::start(options, self->fd_);
+  if (!proxy) return proxy.take_error();
+  self->proxy_ = std::move(*proxy);
+  if (!self->proxy_) {
+    auto fd = detail::tcp_connect(options.host, options.port, deadline);
+    if (!fd) return fd.take_error();
+    self->fd_ = *fd;
+  }
+  // "host port 22", or "host port 22 through ProxyJump 'gw'", for messages.
+  std::string target = options.host + " port " + std::to_string(options.port);
+  if (self->proxy_) target += " through " + self->proxy_->description();
 
   self->session_ = libssh2_session_init_ex(nullptr, nullptr, nullptr, nullptr);
   if (!self->session_) return Error::errno_error(ENOMEM, "cannot allocate an SSH session");
@@ -70,31 +145,26 @@ Result<std::unique_ptr<Session>> Session::connect(const SessionOptions& given) {
   if (options.compression) libssh2_session_flag(s, LIBSSH2_FLAG_COMPRESS, 1);
 
   detail::KnownHosts known_hosts(s, options);
-  if (auto methods = known_hosts.recorded_key_methods(); !methods.empty()) {
-    std::string pref = join(methods, ",");
-    if (libssh2_session_method_pref(s, LIBSSH2_METHOD_HOSTKEY, pref.c_str()) != 0) {
-      // None of the recorded types is supported by libssh2 1.10 (e.g. only ssh-rsa/rsa-sha2 keys are
-      // recorded): keep the default order; verification will then report the key as unknown.
-    }
-  }
-  if (!options.ciphers.empty()) {
-    if (libssh2_session_method_pref(s, LIBSSH2_METHOD_CRYPT_CS, options.ciphers.c_str()) != 0 ||
-        libssh2_session_method_pref(s, LIBSSH2_METHOD_CRYPT_SC, options.ciphers.c_str()) != 0) {
-      return Error::not_supported("none of the ciphers '" + options.ciphers +
-                                  "' is supported by libssh2 (try aes128-ctr,aes256-ctr)");
-    }
-  }
+  if (auto st = set_method_preferences(s, options, known_hosts.recorded_key_methods()); !st) return st.take_error();
 
   detail::IoWaiter io(s, self->fd_, deadline);
   int rc = io.run([&] { return libssh2_session_handshake(s, self->fd_); });
+  if (rc != 0 && self->proxy_) {
+    // A proxy that could not reach the server (or failed to start) usually exits: say so, not "banner".
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    auto wait = std::clamp(left, std::chrono::milliseconds(0), std::chrono::milliseconds(500));
+    if (auto ended = self->proxy_->ended_within(wait)) {
+      return Error::transport_error(self->proxy_->description() + " " + *ended + " before the SSH handshake with " +
+                                    options.host + " port " + std::to_string(options.port) + " completed");
+    }
+  }
   if (rc == LIBSSH2_ERROR_TIMEOUT) {
-    return Error::timed_out("SSH handshake with " + options.host + " port " + std::to_string(options.port) +
-                            " did not complete within " + std::to_string(options.connect_timeout.count()) +
+    return Error::timed_out("SSH handshake with " + target + " did not complete within " +
+                            std::to_string(options.connect_timeout.count()) +
                             " ms (is an SSH server listening there?)");
   }
   if (rc != 0) {
-    return Error::transport_error("SSH handshake with " + options.host + " port " + std::to_string(options.port) +
-                                  " failed: " + detail::last_error(s));
+    return Error::transport_error("SSH handshake with " + target + " failed: " + detail::last_error(s));
   }
 
   SessionInfo& info = self->info_;
@@ -171,6 +241,7 @@ Session::~Session() {
     ::close(fd_);
     fd_ = -1;
   }
+  proxy_.reset();  // after the close: the proxy sees EOF and gets its grace period to leave
 }
 
 }  // namespace sftpfs::ssh

@@ -20,6 +20,10 @@ typedef struct _LIBSSH2_CHANNEL LIBSSH2_CHANNEL;
 
 namespace sftpfs::ssh {
 
+namespace detail {
+class ProxyProcess;
+}
+
 enum class StrictHostKeyChecking { yes, accept_new, no };
 
 // How to ask a person for a secret. The CLI supplies one; tests supply canned answers.
@@ -54,7 +58,26 @@ struct SessionOptions {
   bool compression = false;
   std::chrono::seconds server_alive_interval{0};  // 0: no keepalive probes
   int server_alive_count_max = 3;
-  std::string ciphers;  // libssh2 method preference string; empty: library default
+  // Algorithm preferences as ssh_config writes them: "a,b" (only these, in this order), "^a,b" (these
+  // first), "+a,b" (append: libssh2's defaults already hold all it supports), "-a*,b" (remove; wildcards
+  // allowed). Names libssh2 does not implement are dropped; none left is an error naming the option.
+  // Empty: library default.
+  std::string ciphers;              // Ciphers
+  std::string kex;                  // KexAlgorithms
+  std::string host_key_algorithms;  // HostKeyAlgorithms (narrowed further to the types known_hosts records)
+  std::string macs;                 // MACs
+
+  // Proxies (at most one is used; ProxyCommand wins if both are set here). The target's host and port
+  // above still name the server for known_hosts; the proxy only carries the bytes.
+  // ProxyCommand: a shell command, %-tokens already expanded, run as /bin/sh -c "exec COMMAND" with a
+  // socket as its stdin and stdout; its stderr is ours. Empty or "none": no proxy.
+  std::string proxy_command;
+  // ProxyJump: "[user@]host[:port][,[user@]host[:port]...]" (IPv6 hosts in brackets), run as OpenSSH
+  // does: ssh [-F FILE] [-o K=V...] -W [host]:port [-l user] [-p port] [-J rest] firsthop.
+  // Empty or "none": no jump.
+  std::string proxy_jump;
+  std::string ssh_config_file;                 // -F FILE given to sftpfs: passed on to the jump ssh
+  std::vector<std::string> proxy_jump_options;  // "Key=Value" passed to the jump ssh as -o (e.g. BatchMode=yes)
   // Debug trace of connect steps (never secrets); may be empty.
   std::function<void(const std::string&)> debug;
 };
@@ -94,11 +117,15 @@ class Session {
   int socket_fd() const { return fd_; }
   const SessionInfo& info() const { return info_; }
   const SessionOptions& options() const { return options_; }
+  // The ProxyCommand/ProxyJump child's pid while it runs, else -1. Destroying the Session closes the
+  // socket to it and ends it (SIGTERM, then SIGKILL, after a short grace period).
+  int proxy_pid() const;
 
  private:
-  Session() = default;
+  Session();
   LIBSSH2_SESSION* session_ = nullptr;
-  int fd_ = -1;
+  int fd_ = -1;  // TCP socket, or our end of the socketpair to the proxy
+  std::unique_ptr<detail::ProxyProcess> proxy_;
   SessionInfo info_;
   SessionOptions options_;
 };
