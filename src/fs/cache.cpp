@@ -13,7 +13,16 @@ ClockFn steady_clock_fn() {
 Caches::Caches(Config config, ClockFn clock)
     : attrs(config.attr_ttl, config.max_attr_entries, clock),
       dirs(config.dir_ttl, config.max_dirs, clock),
-      negative(config.negative_ttl, config.max_negative, clock) {}
+      negative(config.negative_ttl, config.max_negative, clock),
+      read_ahead(config.dir_ttl, config.max_dirs, clock),
+      read_ahead_young(std::min(config.dir_ttl, std::chrono::milliseconds(kReadAheadServesReaddir)), config.max_dirs, clock) {}
+
+std::optional<DirListing> Caches::listing_for_readdir(const std::string& dir_path) const {
+  auto listing = dirs.get(dir_path);
+  if (!listing) return std::nullopt;
+  if (read_ahead.get(dir_path) && !read_ahead_young.get(dir_path)) return std::nullopt;
+  return listing;
+}
 
 void Caches::put_listing(const std::string& dir_path, DirListing listing) {
   if (attrs.enabled()) {
@@ -22,7 +31,43 @@ void Caches::put_listing(const std::string& dir_path, DirListing listing) {
                 CachedAttrs{entry.attrs, entry.nlink});
     }
   }
+  read_ahead.invalidate(dir_path);
   dirs.put(dir_path, std::move(listing));
+}
+
+uint64_t Caches::listing_stamp() const {
+  std::lock_guard lock(stamps_mutex_);
+  return stamp_;
+}
+
+bool Caches::put_listing_since(const std::string& dir_path, DirListing listing, uint64_t stamp, bool ahead) {
+  {
+    std::lock_guard lock(stamps_mutex_);
+    if (all_touched_ >= stamp) return false;
+    auto it = touched_.find(dir_path);
+    if (it != touched_.end() && it->second >= stamp) return false;
+  }
+  put_listing(dir_path, std::move(listing));
+  if (ahead) {
+    read_ahead.put(dir_path, true);
+    read_ahead_young.put(dir_path, true);
+  }
+  return true;
+}
+
+void Caches::touch_dir(const std::string& dir_path) {
+  std::lock_guard lock(stamps_mutex_);
+  if (touched_.size() >= kMaxTouched) {
+    touched_.clear();
+    all_touched_ = stamp_;
+  }
+  touched_[dir_path] = stamp_++;
+}
+
+void Caches::touch_all() {
+  std::lock_guard lock(stamps_mutex_);
+  touched_.clear();
+  all_touched_ = stamp_++;
 }
 
 std::optional<std::optional<DirEntry>> Caches::from_listing(const std::string& dir_path, std::string_view name) const {
@@ -30,7 +75,10 @@ std::optional<std::optional<DirEntry>> Caches::from_listing(const std::string& d
   if (!listing) return std::nullopt;
   const auto& entries = **listing;
   auto it = std::find_if(entries.begin(), entries.end(), [&](const DirEntry& e) { return e.name == name; });
-  if (it == entries.end()) return std::optional<DirEntry>{};
+  if (it == entries.end()) {
+    if (read_ahead.get(dir_path)) return std::nullopt;  // not authoritative for absent names
+    return std::optional<DirEntry>{};
+  }
   return std::optional<DirEntry>{*it};
 }
 
@@ -60,6 +108,8 @@ std::optional<DirListing> edited(const DirListing& listing, F fn) {
 }  // namespace
 
 void Caches::changed(const std::string& path) {
+  touch_dir(parent_path(path));
+  touch_dir(path);
   attrs.invalidate(path);
   negative.invalidate(path);
   dirs.invalidate(path);
@@ -74,6 +124,8 @@ void Caches::changed(const std::string& path) {
 }
 
 void Caches::changed_unknown(const std::string& path) {
+  touch_dir(parent_path(path));
+  touch_dir(path);
   attrs.invalidate(path);
   negative.invalidate(path);
   dirs.invalidate(path);
@@ -81,6 +133,7 @@ void Caches::changed_unknown(const std::string& path) {
 }
 
 void Caches::changed_tree(const std::string& path) {
+  touch_all();
   attrs.invalidate_tree(path);
   negative.invalidate_tree(path);
   dirs.invalidate_tree(path);
@@ -88,6 +141,8 @@ void Caches::changed_tree(const std::string& path) {
 }
 
 void Caches::added(const std::string& path, const std::optional<sftp::Attrs>& known, uint32_t nlink) {
+  touch_dir(parent_path(path));
+  touch_dir(path);
   negative.invalidate(path);
   dirs.invalidate(path);
   if (known) {
@@ -110,10 +165,14 @@ void Caches::added(const std::string& path, const std::optional<sftp::Attrs>& kn
 }
 
 void Caches::created_empty_dir(const std::string& path) {
+  touch_dir(path);
+  read_ahead.invalidate(path);
   dirs.put(path, std::make_shared<const std::vector<DirEntry>>());
 }
 
 void Caches::removed(const std::string& path) {
+  touch_dir(parent_path(path));
+  touch_dir(path);
   attrs.invalidate_tree(path);
   negative.invalidate_tree(path);
   dirs.invalidate_tree(path);

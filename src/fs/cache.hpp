@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "sftp/protocol.hpp"
@@ -138,9 +139,26 @@ class Caches {
   TtlMap<CachedAttrs> attrs;
   TtlMap<DirListing> dirs;
   TtlMap<bool> negative;
+  TtlMap<bool> read_ahead;  // listings in `dirs` that were read ahead
+  // A listing read ahead serves a readdir only this long after it was read: an application walking a
+  // tree opens the directory within moments; later, a readdir nobody prepared for reads afresh, so a
+  // change made elsewhere shows at once, as it would without the read-ahead.
+  static constexpr std::chrono::milliseconds kReadAheadServesReaddir{2000};
+  TtlMap<bool> read_ahead_young;
+  // The listing a readdir may be served from, if any.
+  std::optional<DirListing> listing_for_readdir(const std::string& dir_path) const;
 
   // Records a directory listing and feeds every entry's attributes to the attribute cache.
   void put_listing(const std::string& dir_path, DirListing listing);
+
+  // A listing read from the server is only as new as the moment its reading started: a change this
+  // mount made in the directory meanwhile would be missing from it. Take a stamp before reading and
+  // record the listing with put_listing_since, which drops it if the directory changed since.
+  uint64_t listing_stamp() const;
+  // `read_ahead`: read before the application asked. Such a listing answers for the names it has, but
+  // not for absent ones: a name another client created since is not hidden by a listing nobody asked
+  // for (only listings the application read, or of directories this mount created, say "absent").
+  bool put_listing_since(const std::string& dir_path, DirListing listing, uint64_t stamp, bool read_ahead = false);
   // Looks for `name` in a fresh listing of `dir_path`: nullopt = no listing; a listing without the
   // name answers "absent" (an entry with an empty name).
   std::optional<std::optional<DirEntry>> from_listing(const std::string& dir_path, std::string_view name) const;
@@ -163,10 +181,26 @@ class Caches {
   // This mount removed `path` (and everything below it): its parent's listing loses the name.
   void removed(const std::string& path);
 
+  // A rename moved whole subtrees: listings being read now may describe the old state.
+  void subtrees_moved() { touch_all(); }
+
   // Listings larger than this are dropped rather than edited (each edit copies the listing).
   static constexpr size_t kMaxEditedListing = 2000;
 
+
   static std::string parent_path(const std::string& path);
+
+ private:
+  // The directory's contents changed through this mount (every change to a name in it comes here).
+  void touch_dir(const std::string& dir_path);
+  // Something moved whole subtrees: every listing being read may be stale.
+  void touch_all();
+
+  mutable std::mutex stamps_mutex_;  // leaf
+  uint64_t stamp_ = 1;
+  uint64_t all_touched_ = 0;                            // stamp of the last touch_all
+  std::unordered_map<std::string, uint64_t> touched_;   // directory -> stamp of its last change
+  static constexpr size_t kMaxTouched = 100000;         // then touch_all() and start over
 };
 
 }  // namespace sftpfs::fs

@@ -37,9 +37,13 @@ namespace {
 // their own replies: covers 100 MB/s at 80 ms RTT, bounded so a slow server cannot make us buffer
 // a whole file.
 constexpr uint64_t kWriteBehindBytes = 8u << 20;
-// READDIR requests kept in flight on one directory handle: a 10,000-entry directory (about 100
-// entries per reply on OpenSSH) is read in ~25 round trips instead of ~100.
-constexpr int kReaddirInFlight = 4;
+// READDIR requests in flight on one directory handle: 8 at first (a small directory costs at most 7
+// tiny requests answered with a bare EOF), two more for every reply that carried entries, up to 64:
+// the window triples each round trip, so a 10,000-entry directory (OpenSSH sends up to 100 entries
+// per reply) takes ~3 round trips instead of 100 one at a time or 25 with a fixed 4.
+constexpr int kReaddirInitialInFlight = 8;
+constexpr int kReaddirGrowth = 2;
+constexpr int kReaddirMaxInFlight = 64;
 // NAME_MAX: longer names are refused before anything is sent.
 constexpr size_t kNameMax = 255;
 // d_ino for a plain READDIR entry that has no node yet (as libfuse's high-level API uses).
@@ -296,6 +300,46 @@ struct Filesystem::Impl {
   // after a short reply.
   void read_range(const std::shared_ptr<FileHandle>& h, uint64_t off, uint32_t length,
                   client::Callback<sftp::Bytes> done) {
+    read_range_on(h, h->remote, off, length, std::move(done));
+  }
+
+  // Segments of a long sequential read, spread over every connection (see FileHandle::stripes).
+  static constexpr uint64_t kStripeAfter = 8u << 20;  // only reads this long are worth extra OPENs
+  void read_segment(const std::shared_ptr<FileHandle>& h, uint64_t off, uint32_t length,
+                    client::Callback<sftp::Bytes> done) {
+    const size_t connections = client->connection_count();
+    if (connections < 2) return read_range(h, off, length, std::move(done));
+    if (off >= kStripeAfter && !h->stripes_requested.exchange(true)) {
+      for (size_t i = 1; i < connections; ++i) {
+        size_t index = (h->remote->connection + i) % connections;
+        client->open_on(index, h->remote->path, sftp::SSH_FXF_READ, sftp::Attrs{},
+                        tracked([this, h](Result<client::FileRef> r) {
+                          if (!r) return;  // the stream goes on over the first connection
+                          bool keep = false;
+                          {
+                            std::lock_guard lock(h->mutex);
+                            if (!h->released) {
+                              h->stripes.push_back(*r);
+                              keep = true;
+                            }
+                          }
+                          if (!keep) close_quietly(*r);
+                        }));
+      }
+    }
+    client::FileRef remote = h->remote;
+    {
+      std::lock_guard lock(h->mutex);
+      if (!h->stripes.empty()) {
+        size_t slot = static_cast<size_t>(off / (4 * 255 * 1024)) % (h->stripes.size() + 1);
+        if (slot != 0) remote = h->stripes[slot - 1];
+      }
+    }
+    read_range_on(h, remote, off, length, std::move(done));
+  }
+
+  void read_range_on(const std::shared_ptr<FileHandle>& h, const client::FileRef& remote, uint64_t off,
+                     uint32_t length, client::Callback<sftp::Bytes> done) {
     auto learn = [h, off, length](const Result<sftp::Bytes>& r) {
       if (!r) return;
       if (r->size() < length) {
@@ -306,7 +350,7 @@ struct Filesystem::Impl {
     };
     const uint64_t hint = h->size_hint.load();
     if (hint == FileHandle::kUnknownSize || hint <= off || hint >= off + length) {
-      return client->read(h->remote, off, length,
+      return client->read(remote, off, length,
                           tracked([learn, done = std::move(done)](Result<sftp::Bytes> r) {
                             learn(r);
                             done(std::move(r));
@@ -338,9 +382,9 @@ struct Filesystem::Impl {
       done(std::move(before));
     };
     auto shared_joined = std::make_shared<decltype(joined)>(std::move(joined));
-    client->read(h->remote, off, before_length,
+    client->read(remote, off, before_length,
                  tracked([shared_joined](Result<sftp::Bytes> r) { (*shared_joined)(true, std::move(r)); }));
-    client->read(h->remote, hint, length - before_length,
+    client->read(remote, hint, length - before_length,
                  tracked([shared_joined](Result<sftp::Bytes> r) { (*shared_joined)(false, std::move(r)); }));
   }
 
@@ -362,6 +406,7 @@ struct Filesystem::Impl {
   // The kernel's view of attributes: link count learned before, size floor while writes are in flight.
   Result<struct stat> kernel_stat(Ino ino, const sftp::Attrs& attrs, uint32_t nlink_hint) {
     if (nlink_hint != 0) inodes.set_nlink(ino, nlink_hint);
+    if (attrs.has(sftp::SSH_FILEXFER_ATTR_ACMODTIME)) inodes.note_times(ino, attrs.atime, attrs.mtime);
     uint32_t nlink = nlink_hint != 0 ? nlink_hint : inodes.nlink(ino);
     auto st = attrs_to_kernel_stat(attrs, ino, nlink, opt);
     if (!st) return st;
@@ -586,6 +631,7 @@ struct Filesystem::Impl {
     conn->congestion_threshold = 96;
     // SFTP v3 times are whole seconds.
     conn->time_gran = 1000000000;
+
   }
 
   void lookup(fuse_req_t req, Ino parent, const char* name) {
@@ -602,6 +648,9 @@ struct Filesystem::Impl {
         if ((*listed)->attrs.has(sftp::SSH_FILEXFER_ATTR_PERMISSIONS)) {
           return reply_entry(req, parent, n, (*listed)->attrs, (*listed)->nlink);
         }
+      } else {
+        // Its siblings will likely be looked up too (git status, make): read the directory, once.
+        read_listing_ahead(Caches::parent_path(*path));
       }
     }
     std::string p = *path;
@@ -614,6 +663,10 @@ struct Filesystem::Impl {
         return reply_error(req, r.error());
       }
       caches.attrs.put(p, CachedAttrs{*r, 0});
+      // A listing read ahead that lacks this name is out of date (created elsewhere since): drop it,
+      // so the next readdir asks the server.
+      const std::string dir_path = Caches::parent_path(p);
+      if (caches.dirs.get(dir_path) && !caches.from_listing(dir_path, n)) caches.dirs.invalidate(dir_path);
       reply_entry(req, parent, n, *r);
     });
   }
@@ -664,14 +717,22 @@ struct Filesystem::Impl {
       if (path) {
         if (auto c = caches.attrs.get(*path)) cached = c->attrs;
       }
-      auto proceed = [this, req, ino, r, handle, path, symlink](std::optional<sftp::Attrs> current) {
+      // `times_only`: current holds only the times last seen (enough to complete half a time pair).
+      auto proceed = [this, req, ino, r, handle, path, symlink](std::optional<sftp::Attrs> current, bool times_only) {
         auto attrs = build_setattr(r, current, static_cast<int64_t>(std::time(nullptr)), opt);
         if (!attrs) return reply_error(req, attrs.error());
         sftp::Attrs sent = *attrs;
+        // chown to the owner and group the file has (tar does it after every file), without set-id
+        // bits that a chown would clear: nothing would change on the server (SFTP carries no ctime).
+        if (current && !times_only && opt.cache && sent.flags == sftp::SSH_FILEXFER_ATTR_UIDGID &&
+            current->has(sftp::SSH_FILEXFER_ATTR_UIDGID) && current->has(sftp::SSH_FILEXFER_ATTR_PERMISSIONS) &&
+            current->uid == sent.uid && current->gid == sent.gid && !(current->permissions & (S_ISUID | S_ISGID))) {
+          return reply_attr(req, ino, *current);
+        }
         // Without a size change and with the attributes we had, the result is known; otherwise the
         // attributes are read back by a request sent right behind the change (same connection,
         // answered in order): still one round trip.
-        const bool known_result = current && !r.size && opt.cache;
+        const bool known_result = current && !times_only && !r.size && opt.cache;
         std::function<void(Status, Result<sftp::Attrs>)> finish =
             [this, req, ino, r, path, current, sent, known_result](Status s, Result<sftp::Attrs> read_back) {
               if (!s) return reply_error(req, s.error());
@@ -716,10 +777,20 @@ struct Filesystem::Impl {
           client->lstat_on(connection, *path, tracked(on_read_back));
         }
       };
-      if (cached || !setattr_needs_current(r)) return proceed(cached);
+      if (cached || !setattr_needs_current(r)) return proceed(cached, false);
+      // Half a time pair (touch -m, tar's futimens with UTIME_OMIT): the other time as last seen.
+      bool one_time = (r.atime.kind == TimeSpec::Kind::omit) != (r.mtime.kind == TimeSpec::Kind::omit);
+      bool one_id = r.uid.has_value() != r.gid.has_value();
+      if (one_time && !one_id) {
+        if (auto times = inodes.last_times(ino)) {
+          sftp::Attrs known;
+          known.set_times(times->first, times->second);
+          return proceed(known, true);
+        }
+      }
       auto fetched = [req, proceed, this](Result<sftp::Attrs> a) {
         if (!a) return reply_error(req, a.error());
-        proceed(*a);
+        proceed(*a, false);
       };
       if (handle) {
         client->fstat(handle->remote, tracked(fetched));
@@ -880,6 +951,7 @@ struct Filesystem::Impl {
         // The name moved: both listings stay current (the moved entry keeps its attributes).
         std::optional<sftp::Attrs> moved;
         if (auto cached = caches.attrs.get(f)) moved = cached->attrs;
+        caches.subtrees_moved();
         caches.removed(f);
         caches.removed(t);
         caches.added(t, moved);
@@ -1004,7 +1076,7 @@ struct Filesystem::Impl {
                                               [this, weak](uint64_t off, uint32_t length, Prefetcher::FetchDone done) {
                                                 auto h = weak.lock();
                                                 if (!h) return done(Error::errno_error(EBADF, "file closed"));
-                                                read_range(h, off, length, std::move(done));
+                                                read_segment(h, off, length, std::move(done));
                                               });
     }
     inodes.open_ref(ino);
@@ -1107,6 +1179,13 @@ struct Filesystem::Impl {
     when_drained(handle, [this, handle] {
       // Nothing can report a CLOSE failure to the application any more: do not wait for it.
       close_quietly(handle->remote);
+      std::vector<client::FileRef> stripes;
+      {
+        std::lock_guard lock(handle->mutex);
+        handle->released = true;
+        stripes.swap(handle->stripes);
+      }
+      for (auto& s : stripes) close_quietly(s);
       if (handle->writable) {
         if (auto path = inodes.path(handle->ino)) caches.changed(*path);
       }
@@ -1253,10 +1332,20 @@ struct Filesystem::Impl {
     auto path = inodes.path(ino);
     if (!path) return (void)fuse_reply_err(req, ENOENT);
     auto dir = std::make_shared<DirHandle>(ino, *path);
-    if (auto listing = caches.dirs.get(*path)) {
+    dir->in_flight_limit = kReaddirInitialInFlight;
+    if (auto listing = caches.listing_for_readdir(*path)) {
       dir->listing = *listing;
       dir->complete = true;
       fi->fh = register_handle(dir, ino);
+      if (fuse_reply_open(req, fi) != 0) unregister_handle(fi->fh);
+      read_subdirectories_ahead(*path, *listing);
+      return;
+    }
+    dir->stamp = caches.listing_stamp();
+    // A listing being read ahead for this directory: wait for it rather than read it twice.
+    if (auto ahead = listing_being_read(*path)) {
+      std::shared_ptr<DirHandle> pending = ahead;
+      fi->fh = register_handle(pending_view(pending, ino), ino);
       if (fuse_reply_open(req, fi) != 0) unregister_handle(fi->fh);
       return;
     }
@@ -1274,13 +1363,109 @@ struct Filesystem::Impl {
     }));
   }
 
+  // ---- listings read ahead: a directory walk (find, git status, rm -rf, du) reads one directory
+  // after another, two round trips each (OPENDIR, READDIR). When the application reads a directory,
+  // its subdirectories' listings are read at once, together; a lookup that misses in a directory
+  // without a listing starts reading that listing, so its siblings are answered locally. ----
+
+  // Subdirectories read ahead per directory, and listings read ahead at once: bounds the extra work
+  // a directory with many subdirectories causes on the server.
+  static constexpr size_t kMaxSubdirsAhead = 256;
+  static constexpr size_t kMaxListingsAhead = 256;
+  std::mutex ahead_mutex;  // leaf
+  std::unordered_map<std::string, std::shared_ptr<DirHandle>> listings_ahead;
+
+  std::shared_ptr<DirHandle> listing_being_read(const std::string& path) {
+    std::lock_guard lock(ahead_mutex);
+    auto it = listings_ahead.find(path);
+    return it == listings_ahead.end() ? nullptr : it->second;
+  }
+
+  // A kernel directory handle served by a listing that is being read ahead: it completes with it.
+  std::shared_ptr<DirHandle> pending_view(const std::shared_ptr<DirHandle>& ahead, Ino ino) {
+    auto view = std::make_shared<DirHandle>(ino, ahead->path);
+    bool done = false;
+    {
+      std::lock_guard lock(ahead->mutex);
+      if (ahead->complete) {
+        done = true;
+      } else {
+        ahead->on_complete.push_back([this, ahead, view] { copy_completion(*ahead, *view); });
+      }
+    }
+    if (done) copy_completion(*ahead, *view);
+    return view;
+  }
+
+  void copy_completion(DirHandle& from, DirHandle& to) {
+    DirListing listing;
+    std::optional<Error> error;
+    {
+      std::lock_guard lock(from.mutex);
+      listing = from.listing;
+      error = from.error;
+    }
+    std::vector<std::function<void()>> waiters;
+    {
+      std::lock_guard lock(to.mutex);
+      to.listing = listing ? listing : std::make_shared<const std::vector<DirEntry>>();
+      to.error = error;
+      to.complete = true;
+      waiters.swap(to.on_complete);
+    }
+    for (auto& w : waiters) w();
+    if (!error) read_subdirectories_ahead(to.path, listing);  // the application walks on
+  }
+
+  void read_listing_ahead(const std::string& path) {
+    if (!opt.cache || !caches.dirs.enabled() || opt.follow_symlinks) return;
+    if (caches.dirs.get(path)) return;
+    auto dir = std::make_shared<DirHandle>(0, path);
+    dir->in_flight_limit = kReaddirInitialInFlight;
+    dir->stamp = caches.listing_stamp();
+    {
+      std::lock_guard lock(ahead_mutex);
+      if (listings_ahead.size() >= kMaxListingsAhead || listings_ahead.count(path)) return;
+      listings_ahead.emplace(path, dir);
+      dir->on_complete.push_back([this, path] {
+        std::lock_guard l(ahead_mutex);
+        listings_ahead.erase(path);
+      });
+    }
+    client->opendir(path, tracked([this, dir](Result<client::FileRef> r) {
+      if (!r) {
+        {
+          std::lock_guard lock(dir->mutex);
+          dir->error = r.error();
+        }
+        return finish_listing(dir);
+      }
+      {
+        std::lock_guard lock(dir->mutex);
+        dir->remote = *r;
+      }
+      fetch_more(dir);
+    }));
+  }
+
+  void read_subdirectories_ahead(const std::string& path, const DirListing& listing) {
+    if (!listing || !opt.cache) return;
+    size_t started = 0;
+    for (const auto& e : *listing) {
+      if (started >= kMaxSubdirsAhead) break;
+      if (!e.attrs.has(sftp::SSH_FILEXFER_ATTR_PERMISSIONS) || !S_ISDIR(e.attrs.permissions)) continue;
+      read_listing_ahead(InodeTable::join(path, e.name));
+      ++started;
+    }
+  }
+
   void fetch_more(const std::shared_ptr<DirHandle>& dir) {
     for (;;) {
       uint64_t seq;
       client::FileRef remote;
       {
         std::lock_guard lock(dir->mutex);
-        if (dir->eof || dir->error || !dir->remote || dir->outstanding >= kReaddirInFlight) return;
+        if (dir->eof || dir->error || !dir->remote || dir->outstanding >= dir->in_flight_limit) return;
         seq = dir->issued++;
         ++dir->outstanding;
         remote = dir->remote;
@@ -1296,6 +1481,7 @@ struct Filesystem::Impl {
             dir->eof = true;
           } else {
             dir->batches.emplace(seq, std::move(*r));
+            dir->in_flight_limit = std::min(kReaddirMaxInFlight, dir->in_flight_limit + kReaddirGrowth);
           }
           done = (dir->eof || dir->error) && dir->outstanding == 0;
         }
@@ -1331,7 +1517,7 @@ struct Filesystem::Impl {
           entries->push_back(DirEntry{std::move(n.filename), n.attrs, longname_link_count(n.longname).value_or(0)});
         }
       }
-      caches.put_listing(dir->path, entries);
+      caches.put_listing_since(dir->path, entries, dir->stamp, dir->ino == 0);
     }
     std::vector<std::function<void()>> waiters;
     {
@@ -1341,6 +1527,8 @@ struct Filesystem::Impl {
       waiters.swap(dir->on_complete);
     }
     for (auto& w : waiters) w();
+    // The application reads this directory: it will likely read its subdirectories next.
+    if (!error && dir->ino != 0) read_subdirectories_ahead(dir->path, entries);
   }
 
   void readdir(fuse_req_t req, Ino, size_t size, off_t off, fuse_file_info* fi, bool plus) {

@@ -51,6 +51,11 @@ struct FileHandle : HandleBase, std::enable_shared_from_this<FileHandle> {
   static constexpr uint64_t kUnknownSize = UINT64_MAX;
   std::atomic<uint64_t> size_hint{kUnknownSize};
   std::shared_ptr<Prefetcher> prefetcher;  // set at open for readable handles; never replaced
+  // max_conns > 1: a long sequential read also opens the file on the other connections and spreads
+  // its prefetch segments over them (each connection has its own I/O thread and server process).
+  std::atomic<bool> stripes_requested{false};
+  std::vector<client::FileRef> stripes;  // guarded by mutex; the extra handles, closed at release
+  bool released = false;                 // guarded by mutex
 };
 
 // A directory read in full when opened (several READDIRs in flight), then served from memory; a fresh
@@ -58,8 +63,9 @@ struct FileHandle : HandleBase, std::enable_shared_from_this<FileHandle> {
 struct DirHandle : HandleBase, std::enable_shared_from_this<DirHandle> {
   DirHandle(Ino i, std::string p) : HandleBase(true), ino(i), path(std::move(p)) {}
 
-  const Ino ino;
+  const Ino ino;  // 0: a listing read ahead of the application (no kernel handle)
   const std::string path;
+  uint64_t stamp = 0;  // Caches::listing_stamp() when reading began
 
   std::mutex mutex;  // guards below; leaf lock
   client::FileRef remote;  // open while fetching; closed at the end of the directory
@@ -70,6 +76,7 @@ struct DirHandle : HandleBase, std::enable_shared_from_this<DirHandle> {
   // Fetch state: READDIR replies are kept by the order they were sent in.
   uint64_t issued = 0;
   int outstanding = 0;
+  int in_flight_limit = 8;  // grows while replies carry entries (see kReaddirMaxInFlight)
   bool eof = false;
   std::map<uint64_t, std::vector<sftp::NameEntry>> batches;
 };

@@ -229,6 +229,22 @@ bool InodeTable::note_data_signature(Ino ino, uint64_t size, uint32_t mtime) {
   return changed;
 }
 
+void InodeTable::note_times(Ino ino, uint32_t atime, uint32_t mtime) {
+  std::lock_guard lock(mutex_);
+  auto it = nodes_.find(ino);
+  if (it == nodes_.end()) return;
+  it->second.has_times = true;
+  it->second.last_atime = atime;
+  it->second.last_mtime = mtime;
+}
+
+std::optional<std::pair<uint32_t, uint32_t>> InodeTable::last_times(Ino ino) const {
+  std::lock_guard lock(mutex_);
+  auto it = nodes_.find(ino);
+  if (it == nodes_.end() || !it->second.has_times) return std::nullopt;
+  return std::make_pair(it->second.last_atime, it->second.last_mtime);
+}
+
 mode_t InodeTable::type(Ino ino) const {
   std::lock_guard lock(mutex_);
   auto it = nodes_.find(ino);

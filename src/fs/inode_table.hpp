@@ -60,6 +60,10 @@ class InodeTable {
   // Records a regular file's size and mtime as seen in attributes; true when they differ from the
   // ones seen before (the file's bytes may have changed: cached data is stale).
   bool note_data_signature(Ino ino, uint64_t size, uint32_t mtime);
+  // The access and modification times last seen in attributes (for a utimens that sets only one of
+  // them: SFTP v3 sets both at once).
+  void note_times(Ino ino, uint32_t atime, uint32_t mtime);
+  std::optional<std::pair<uint32_t, uint32_t>> last_times(Ino ino) const;
   mode_t type(Ino ino) const;  // S_IFMT bits, 0 = unknown
   void set_type(Ino ino, mode_t type);
 
@@ -80,6 +84,8 @@ class InodeTable {
     uint32_t nlink = 0;
     mode_t type = 0;
     bool has_signature = false;
+    bool has_times = false;
+    uint32_t last_atime = 0, last_mtime = 0;
     uint32_t mtime = 0;
     uint64_t size = 0;
     bool detached = false;

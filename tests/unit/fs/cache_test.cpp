@@ -145,6 +145,42 @@ TEST(Caches, ListingsFollowWhatThisMountAddsAndRemoves) {
   EXPECT_FALSE(caches.dirs.get("/r/new"));
 }
 
+TEST(Caches, ListingsReadAheadDoNotAnswerForAbsentNames) {
+  FakeClock clock;
+  Caches::Config config;
+  config.attr_ttl = config.dir_ttl = config.negative_ttl = 5s;
+  Caches caches(config, clock.fn());
+  auto listing = std::make_shared<std::vector<DirEntry>>(std::vector<DirEntry>{{"f", file_attrs(3), 0}});
+  ASSERT_TRUE(caches.put_listing_since("/r", listing, caches.listing_stamp(), /*read_ahead=*/true));
+  auto found = caches.from_listing("/r", "f");
+  ASSERT_TRUE(found && *found);
+  EXPECT_FALSE(caches.from_listing("/r", "g"));  // unknown, not absent: ask the server
+  EXPECT_TRUE(caches.listing_for_readdir("/r"));  // young: a tree walk opens it next
+  clock.now += Caches::kReadAheadServesReaddir;
+  EXPECT_FALSE(caches.listing_for_readdir("/r"));  // nobody asked for it in time: read afresh
+  found = caches.from_listing("/r", "f");
+  ASSERT_TRUE(found && *found);                    // still answers for the names it has
+  // Read by the application: authoritative.
+  ASSERT_TRUE(caches.put_listing_since("/r", listing, caches.listing_stamp()));
+  auto absent = caches.from_listing("/r", "g");
+  ASSERT_TRUE(absent);
+  EXPECT_FALSE(*absent);
+}
+
+TEST(Caches, AListingReadWhileTheDirectoryChangedIsNotKept) {
+  FakeClock clock;
+  Caches::Config config;
+  config.attr_ttl = config.dir_ttl = config.negative_ttl = 5s;
+  Caches caches(config, clock.fn());
+  uint64_t stamp = caches.listing_stamp();
+  caches.added("/r/new", file_attrs(1));  // created while the listing was being read
+  auto listing = std::make_shared<std::vector<DirEntry>>();
+  EXPECT_FALSE(caches.put_listing_since("/r", listing, stamp));
+  EXPECT_FALSE(caches.dirs.get("/r"));
+  // Another directory's changes do not matter.
+  EXPECT_TRUE(caches.put_listing_since("/s", listing, stamp));
+}
+
 TEST(Caches, ParentPath) {
   EXPECT_EQ(Caches::parent_path("/a/b"), "/a");
   EXPECT_EQ(Caches::parent_path("/a"), "/");
