@@ -418,10 +418,10 @@ const std::string_view kSshKeys[] = {
 // The keys resolve_ssh_options acts on; any other key is accepted and logged as having no effect.
 const std::string_view kSshKeysWithEffect[] = {
     "batchmode", "challengeresponseauthentication", "ciphers", "compression", "connecttimeout",
-    "globalknownhostsfile", "hostkeyalias", "hostname", "identitiesonly", "identityagent", "identityfile",
-    "kbdinteractiveauthentication", "passwordauthentication", "port", "preferredauthentications", "proxycommand",
-    "proxyjump", "pubkeyauthentication", "serveralivecountmax", "serveraliveinterval", "stricthostkeychecking",
-    "user", "userknownhostsfile",
+    "globalknownhostsfile", "hostkeyalgorithms", "hostkeyalias", "hostname", "identitiesonly", "identityagent",
+    "identityfile", "kbdinteractiveauthentication", "kexalgorithms", "macs", "passwordauthentication", "port",
+    "preferredauthentications", "proxycommand", "proxyjump", "pubkeyauthentication", "serveralivecountmax",
+    "serveraliveinterval", "stricthostkeychecking", "user", "userknownhostsfile",
 };
 
 const OptionSpec* find_option(std::string_view name) {
@@ -790,11 +790,14 @@ std::string help_text() {
          "                          StrictHostKeyChecking (yes|accept-new|no), UserKnownHostsFile,\n"
          "                          GlobalKnownHostsFile, HostKeyAlias, ConnectTimeout,\n"
          "                          ServerAliveInterval, ServerAliveCountMax, Compression, Ciphers,\n"
-         "                          BatchMode, PasswordAuthentication, KbdInteractiveAuthentication,\n"
-         "                          PubkeyAuthentication, PreferredAuthentications.\n"
-         "                          ProxyCommand and ProxyJump are not supported yet.\n"
+         "                          KexAlgorithms, HostKeyAlgorithms, MACs (a,b | ^a | +a | -a*; names\n"
+         "                          libssh2 lacks are skipped), BatchMode, PasswordAuthentication,\n"
+         "                          KbdInteractiveAuthentication, PubkeyAuthentication,\n"
+         "                          PreferredAuthentications, ProxyCommand (%h %p %r %n %%; none),\n"
+         "                          ProxyJump ([user@]host[:port][,...]; none; run as ssh -W with -F and\n"
+         "                          the command line's BatchMode and known-hosts options).\n"
          "                          Accepted without effect: the rest of sshfs's list (AddressFamily,\n"
-         "                          CheckHostIP, ControlMaster, KexAlgorithms, LogLevel, MACs, ...).\n";
+         "                          CheckHostIP, ControlMaster, LogLevel, ...).\n";
   return out.str();
 }
 
@@ -845,10 +848,37 @@ Result<ResolvedSsh> resolve_ssh_options(const CommandLine& cl, const SshEnvironm
     return {};
   };
 
-  for (const char* key : {"ProxyCommand", "ProxyJump"}) {
-    if (auto v = value(key); v && lower(*v) != "none")
-      return usage_error(std::string(key) + " is not supported yet by sftpfs's transport; connect to the host "
-                         "directly, or forward a local port with ssh -L and mount through it");
+  // ProxyCommand and ProxyJump: in ssh whichever is set first wins, and "none" in either turns both off.
+  // The command line comes first. Files lose the order between the two keys, so there a real value
+  // beats "none" (the usual layout: specific Host blocks first, "Host *" defaults last) and two real
+  // values are refused rather than guessed.
+  std::optional<std::pair<std::string, std::string>> proxy;  // (key, value)
+  {
+    const std::string* command_cl = cl.ssh.get("ProxyCommand");
+    const std::string* jump_cl = cl.ssh.get("ProxyJump");
+    if (command_cl && jump_cl)
+      return usage_error("both ProxyCommand and ProxyJump given with -o; give only one");
+    if (command_cl) proxy.emplace("ProxyCommand", *command_cl);
+    else if (jump_cl) proxy.emplace("ProxyJump", *jump_cl);
+    auto command = value("ProxyCommand");
+    auto jump = value("ProxyJump");
+    if (!proxy && command && jump) {
+      bool command_none = lower(*command) == "none";
+      bool jump_none = lower(*jump) == "none";
+      if (!command_none && !jump_none)
+        return usage_error("the ssh configuration sets both ProxyCommand and ProxyJump for " + cl.remote.host +
+                           "; choose one with -o ProxyCommand=... or -o ProxyJump=...");
+      if (command_none) proxy.emplace("ProxyJump", *jump);
+      else proxy.emplace("ProxyCommand", *command);
+    } else if (!proxy && command) {
+      proxy.emplace("ProxyCommand", *command);
+    } else if (!proxy && jump) {
+      proxy.emplace("ProxyJump", *jump);
+    }
+    if (proxy && lower(proxy->second) == "none") proxy.reset();
+    if (proxy && proxy->second.empty()) return usage_error(proxy->first + " is empty; use none for no proxy");
+    if (proxy && proxy->first == "ProxyCommand" && proxy->second == "-")
+      return usage_error("ProxyCommand - (with ProxyUseFdpass) is not supported by sftpfs");
   }
 
   TokenValues tokens;
@@ -982,6 +1012,36 @@ Result<ResolvedSsh> resolve_ssh_options(const CommandLine& cl, const SshEnvironm
                 v->c_str());
     else
       o.ciphers = list;
+  }
+
+  // Algorithm lists go to the transport as written (a, ^a, +a, -a*): it knows what libssh2 implements
+  // and names the option when nothing usable is left.
+  if (auto v = value("KexAlgorithms")) o.kex = *v;
+  if (auto v = value("HostKeyAlgorithms")) o.host_key_algorithms = *v;
+  if (auto v = value("MACs")) o.macs = *v;
+
+  if (proxy && proxy->first == "ProxyCommand") {
+    // ssh's tokens: %h (the HostName), %p, %r, %n (the host as given), %%; ~ is left to the shell.
+    auto command = expand_tokens(proxy->second, tokens, "ProxyCommand");
+    if (!command) return command.take_error();
+    o.proxy_command = *command;
+  } else if (proxy) {
+    o.proxy_jump = proxy->second;
+  }
+  if (!o.proxy_jump.empty()) {
+    // The jump ssh reads the same -F file (as OpenSSH passes it on); the daemon may have changed
+    // directory by the time it starts, so the path is made absolute now.
+    if (!cl.ssh_config_file.empty()) {
+      std::string file = expand_tilde(cl.ssh_config_file, env.home);
+      if (file[0] != '/') {
+        char cwd[4096];
+        if (getcwd(cwd, sizeof cwd)) file = std::string(cwd) + "/" + file;
+      }
+      o.ssh_config_file = file;
+    }
+    // Host-key and prompting choices given on the command line apply to the jump host too.
+    for (const char* key : {"BatchMode", "StrictHostKeyChecking", "UserKnownHostsFile", "GlobalKnownHostsFile"})
+      if (const std::string* v = cl.ssh.get(key)) o.proxy_jump_options.push_back(std::string(key) + "=" + *v);
   }
 
   for (const auto& [key, values] : settings.entries()) {

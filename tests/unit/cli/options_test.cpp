@@ -413,13 +413,103 @@ TEST(SshKeys, IdentityAgent) {
   EXPECT_EQ(*path->agent_socket, "/home/alice/agent.sock");
 }
 
-TEST(SshKeys, ProxyIsAClearError) {
-  for (const char* option : {"ProxyCommand=ssh -W %h:%p gw", "ProxyJump=gw"}) {
-    auto r = resolve_ssh_options(parse_ok({"h:", "/m", "-o", option}), no_files_env());
-    ASSERT_FALSE(r) << option;
-    EXPECT_NE(r.error().message.find("not supported yet"), std::string::npos);
-  }
-  EXPECT_TRUE(resolve_ssh_options(parse_ok({"h:", "/m", "-o", "ProxyJump=none"}), no_files_env()));
+TEST(SshKeys, ProxyCommandExpandsTokens) {
+  auto cl = parse_ok({"bob@srv:", "/m", "-p", "2022", "-o",
+                      "HostName=10.0.0.5,ProxyCommand=ssh -W %h:%p -l %r gw # %n 100%%"});
+  auto resolved = resolve_ssh_options(cl, no_files_env());
+  ASSERT_TRUE(resolved) << resolved.error().message;
+  EXPECT_EQ(resolved->session.proxy_command, "ssh -W 10.0.0.5:2022 -l bob gw # srv 100%");
+  EXPECT_EQ(resolved->session.proxy_jump, "");
+  // The target keeps its own name and port (for known_hosts); the proxy only carries the bytes.
+  EXPECT_EQ(resolved->session.host, "10.0.0.5");
+  EXPECT_EQ(resolved->session.port, 2022);
+
+  auto bad = resolve_ssh_options(parse_ok({"h:", "/m", "-o", "ProxyCommand=nc %q"}), no_files_env());
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("ProxyCommand"), std::string::npos) << bad.error().message;
+}
+
+TEST(SshKeys, ProxyJumpWithConfigFileAndCommandLineChoices) {
+  TempDir dir;
+  std::string config = dir.write("config", "Host target\n  ProxyJump admin@gw:2200,gw2\n");
+  auto cl = parse_ok({"target:", "/m", "-F", config, "-o",
+                      "BatchMode=yes,UserKnownHostsFile=~/kh,StrictHostKeyChecking=accept-new,LogLevel=ERROR"});
+  SshEnvironment env = no_files_env();
+  env.config_files = {{config, false}};
+  auto resolved = resolve_ssh_options(cl, env);
+  ASSERT_TRUE(resolved) << resolved.error().message;
+  const ssh::SessionOptions& o = resolved->session;
+  EXPECT_EQ(o.proxy_jump, "admin@gw:2200,gw2");
+  EXPECT_EQ(o.proxy_command, "");
+  EXPECT_EQ(o.ssh_config_file, config);
+  // Only the command line's prompting and host-key choices go to the jump ssh, as written.
+  EXPECT_EQ(o.proxy_jump_options, (std::vector<std::string>{"BatchMode=yes", "StrictHostKeyChecking=accept-new",
+                                                            "UserKnownHostsFile=~/kh"}));
+
+  // Without -F and without such options, the jump ssh gets neither.
+  auto plain = resolve_ssh_options(parse_ok({"h:", "/m", "-o", "ProxyJump=gw"}), no_files_env());
+  ASSERT_TRUE(plain) << plain.error().message;
+  EXPECT_EQ(plain->session.proxy_jump, "gw");
+  EXPECT_EQ(plain->session.ssh_config_file, "");
+  EXPECT_TRUE(plain->session.proxy_jump_options.empty());
+}
+
+TEST(SshKeys, ProxyFirstValueWinsAndNoneTurnsItOff) {
+  TempDir dir;
+  std::string config = dir.write("config",
+                                 "Host target\n  ProxyCommand ssh -W %h:%p file-gw\n"
+                                 "Host other\n  ProxyJump jump-gw\n"
+                                 "Host *\n  ProxyJump none\n");
+  SshEnvironment env = no_files_env();
+  env.config_files = {{config, false}};
+  auto resolve = [&](std::vector<std::string> args) {
+    auto r = resolve_ssh_options(parse_ok(args), env);
+    EXPECT_TRUE(r) << r.error().message;
+    return r ? r->session : ssh::SessionOptions{};
+  };
+  // From the file: the real value beats the later "Host *" none.
+  EXPECT_EQ(resolve({"target:", "/m"}).proxy_command, "ssh -W target:22 file-gw");
+  EXPECT_EQ(resolve({"other:", "/m"}).proxy_jump, "jump-gw");
+  EXPECT_EQ(resolve({"third:", "/m"}).proxy_jump, "");
+  // The command line comes first: its value wins over either key in the file, and none turns both off.
+  auto cl_jump = resolve({"target:", "/m", "-o", "ProxyJump=cl-gw"});
+  EXPECT_EQ(cl_jump.proxy_jump, "cl-gw");
+  EXPECT_EQ(cl_jump.proxy_command, "");
+  auto off = resolve({"target:", "/m", "-o", "ProxyJump=none"});
+  EXPECT_EQ(off.proxy_jump, "");
+  EXPECT_EQ(off.proxy_command, "");
+  auto off2 = resolve({"other:", "/m", "-o", "ProxyCommand=none"});
+  EXPECT_EQ(off2.proxy_jump, "");
+  EXPECT_EQ(off2.proxy_command, "");
+  // -o repeated: the first value wins, as in ssh.
+  EXPECT_EQ(resolve({"h:", "/m", "-o", "ProxyJump=first", "-o", "ProxyJump=second"}).proxy_jump, "first");
+
+  auto both = resolve_ssh_options(parse_ok({"h:", "/m", "-o", "ProxyJump=a,ProxyCommand=b"}), env);
+  ASSERT_FALSE(both);
+  EXPECT_NE(both.error().message.find("only one"), std::string::npos) << both.error().message;
+
+  std::string both_file = dir.write("both", "Host *\n  ProxyJump a\n  ProxyCommand b\n");
+  env.config_files = {{both_file, false}};
+  auto ambiguous = resolve_ssh_options(parse_ok({"h:", "/m"}), env);
+  ASSERT_FALSE(ambiguous);
+  EXPECT_NE(ambiguous.error().message.find("both ProxyCommand and ProxyJump"), std::string::npos)
+      << ambiguous.error().message;
+}
+
+TEST(SshKeys, AlgorithmListsGoToTheTransportAsWritten) {
+  auto cl = parse_ok({"h:", "/m", "-o",
+                      "KexAlgorithms=curve25519-sha256\\,ecdh-sha2-nistp256,HostKeyAlgorithms=-ecdsa*,"
+                      "MACs=^hmac-sha2-512"});
+  auto resolved = resolve_ssh_options(cl, no_files_env());
+  ASSERT_TRUE(resolved) << resolved.error().message;
+  EXPECT_EQ(resolved->session.kex, "curve25519-sha256,ecdh-sha2-nistp256");
+  EXPECT_EQ(resolved->session.host_key_algorithms, "-ecdsa*");
+  EXPECT_EQ(resolved->session.macs, "^hmac-sha2-512");
+  auto none = resolve_ssh_options(parse_ok({"h:", "/m"}), no_files_env());
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->session.kex, "");
+  EXPECT_EQ(none->session.host_key_algorithms, "");
+  EXPECT_EQ(none->session.macs, "");
 }
 
 TEST(SshKeys, BadValues) {
