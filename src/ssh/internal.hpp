@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "ssh/session.hpp"
@@ -79,7 +80,9 @@ std::string local_user_name();
 Result<int> tcp_connect(const std::string& host, uint16_t port, Clock::time_point deadline);
 
 // A ProxyCommand or ProxyJump child whose stdin and stdout are one end of a socketpair; libssh2 uses the
-// other end as its socket. The child's stderr is ours, so the user sees its messages.
+// other end as its socket. Its stderr is a pipe that a small thread copies to whatever our stderr is at
+// the time: the user's terminal in the foreground, /dev/null once daemonized. (Handing the child our
+// stderr itself would keep the caller's terminal or pipe open for as long as the mount lives.)
 class ProxyProcess {
  public:
   // Starts the proxy `options` asks for; nullptr when it asks for none. `socket_fd` receives our end of
@@ -101,10 +104,14 @@ class ProxyProcess {
  private:
   ProxyProcess(int pid, std::string description) : pid_(pid), description_(std::move(description)) {}
   bool try_reap();  // true once the child has been reaped
+  void start_stderr_relay(int read_fd);
+  void stop_stderr_relay();
   int pid_;
   bool reaped_ = false;
   int status_ = 0;
   std::string description_;
+  int stop_relay_fd_ = -1;  // write end of a pipe that tells the relay thread to finish
+  std::thread relay_;
 };
 
 // Builds the argv for a ProxyJump spec, as OpenSSH does (see SessionOptions::proxy_jump); an error for a

@@ -2,6 +2,7 @@
 // ssh_config algorithm lists turned into libssh2 method preferences.
 #include <fcntl.h>
 #include <fnmatch.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -174,6 +175,12 @@ Result<std::unique_ptr<ProxyProcess>> ProxyProcess::start(const SessionOptions& 
   for (std::string& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);
 
+  int error_pipe[2];
+  if (::pipe2(error_pipe, O_CLOEXEC) != 0)
+    return Error::errno_error(errno, "cannot create a pipe for " + description + ": " + std::strerror(errno));
+  FdGuard error_read{error_pipe[0]};
+  FdGuard error_write{error_pipe[1]};
+
   int pair[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
     return Error::errno_error(errno, "cannot create a socket pair for " + description + ": " + std::strerror(errno));
@@ -186,6 +193,7 @@ Result<std::unique_ptr<ProxyProcess>> ProxyProcess::start(const SessionOptions& 
   // connections' sockets) stays out of the child.
   posix_spawn_file_actions_adddup2(&actions, theirs.fd, STDIN_FILENO);
   posix_spawn_file_actions_adddup2(&actions, theirs.fd, STDOUT_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, error_write.fd, STDERR_FILENO);
   posix_spawn_file_actions_addclosefrom_np(&actions, STDERR_FILENO + 1);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
@@ -211,8 +219,55 @@ Result<std::unique_ptr<ProxyProcess>> ProxyProcess::start(const SessionOptions& 
   int buffer = 1 << 20;
   ::setsockopt(ours.fd, SOL_SOCKET, SO_SNDBUF, &buffer, sizeof buffer);
   ::setsockopt(ours.fd, SOL_SOCKET, SO_RCVBUF, &buffer, sizeof buffer);
+  ::close(error_write.release());
   socket_fd = ours.release();
-  return std::unique_ptr<ProxyProcess>(new ProxyProcess(pid, std::move(description)));
+  std::unique_ptr<ProxyProcess> process(new ProxyProcess(pid, std::move(description)));
+  process->start_stderr_relay(error_read.release());
+  return process;
+}
+
+void ProxyProcess::start_stderr_relay(int read_fd) {
+  int stop[2];
+  if (::pipe2(stop, O_CLOEXEC) != 0) {
+    ::close(read_fd);  // no relay: the child's messages are lost, the connection still works
+    return;
+  }
+  stop_relay_fd_ = stop[1];
+  relay_ = std::thread([read_fd, stop_read = stop[0]] {
+    char buf[4096];
+    bool stopping = false;
+    for (;;) {
+      pollfd fds[2] = {{read_fd, POLLIN, 0}, {stop_read, POLLIN, 0}};
+      // Once told to stop, only what is already buffered is copied.
+      int n = ::poll(fds, stopping ? 1 : 2, stopping ? 0 : -1);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      if (!stopping && (fds[1].revents & (POLLIN | POLLHUP))) {
+        stopping = true;
+        continue;
+      }
+      if (!(fds[0].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      ssize_t got = ::read(read_fd, buf, sizeof buf);
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) break;  // every holder of the pipe has closed it
+      for (ssize_t done = 0; done < got;) {
+        ssize_t w = ::write(STDERR_FILENO, buf + done, static_cast<size_t>(got - done));
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) break;  // our stderr is gone: drop the message
+        done += w;
+      }
+    }
+    ::close(read_fd);
+    ::close(stop_read);
+  });
+}
+
+void ProxyProcess::stop_stderr_relay() {
+  if (stop_relay_fd_ >= 0) {
+    ::close(stop_relay_fd_);  // POLLHUP on the read end: a grandchild may still hold the pipe open
+    stop_relay_fd_ = -1;
+  }
+  if (relay_.joinable()) relay_.join();
 }
 
 bool ProxyProcess::try_reap() {
@@ -240,14 +295,17 @@ std::optional<std::string> ProxyProcess::ended_within(std::chrono::milliseconds 
 
 ProxyProcess::~ProxyProcess() {
   // The socket is closed by now: a well-behaved proxy sees EOF and leaves by itself.
-  if (ended_within(std::chrono::milliseconds(500))) return;
-  ::kill(pid_, SIGTERM);
-  if (ended_within(std::chrono::milliseconds(1000))) return;
-  ::kill(pid_, SIGKILL);
-  int status = 0;
-  while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+  if (!ended_within(std::chrono::milliseconds(500))) {
+    ::kill(pid_, SIGTERM);
+    if (!ended_within(std::chrono::milliseconds(1000))) {
+      ::kill(pid_, SIGKILL);
+      int status = 0;
+      while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+      }
+      reaped_ = true;
+    }
   }
-  reaped_ = true;
+  stop_stderr_relay();
 }
 
 Result<std::string> method_preference(LIBSSH2_SESSION* session, int method_type, const std::string& spec,

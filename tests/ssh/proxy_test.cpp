@@ -1,6 +1,7 @@
 // ProxyCommand, ProxyJump and the algorithm preferences, against the private sshd. The proxies are real
 // OpenSSH clients (ssh -W) through the same sshd acting as the jump host; every child is checked gone
 // by pid afterwards.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <libssh2.h>
 #include <signal.h>
@@ -9,6 +10,7 @@
 #include <cerrno>
 #include <chrono>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <thread>
 
@@ -178,6 +180,38 @@ TEST(Proxy, ProxyCommandThatExitsAtOnceFailsFastAndClearly) {
   EXPECT_NE(session.error().message.find("ProxyCommand 'sh -c 'exit 3'' exited with status 3 before the SSH handshake"),
             std::string::npos)
       << session.error().message;
+}
+
+TEST(Proxy, StderrIsRelayedNotInherited) {
+  // Our stderr goes to a file for the duration: what the proxy says must arrive there, through the relay.
+  std::string log = ::testing::TempDir() + "/proxy_stderr_" + std::to_string(::getpid());
+  int saved = ::dup(STDERR_FILENO);
+  ASSERT_GE(saved, 0);
+  int file = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  ASSERT_GE(file, 0);
+  ::dup2(file, STDERR_FILENO);
+  ::close(file);
+  std::string our_stderr = [] {
+    char buf[256] = {};
+    ssize_t n = ::readlink("/proc/self/fd/2", buf, sizeof buf - 1);
+    return std::string(buf, n > 0 ? static_cast<size_t>(n) : 0);
+  }();
+  SessionOptions o;
+  o.host = "127.0.0.1";
+  o.connect_timeout = std::chrono::seconds(5);
+  o.proxy_command = "sh -c 'ls -l /proc/$$/fd/2 >&2; echo proxy-says-hello >&2; exit 5'";
+  auto session = Session::connect(o);
+  ::dup2(saved, STDERR_FILENO);
+  ::close(saved);
+  ASSERT_FALSE(session);
+  EXPECT_NE(session.error().message.find("exited with status 5"), std::string::npos) << session.error().message;
+  std::ifstream in(log);
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  ::unlink(log.c_str());
+  // Connect returned only after the relay finished: nothing is still in flight.
+  EXPECT_NE(text.find("proxy-says-hello"), std::string::npos) << text;
+  EXPECT_NE(text.find("pipe:"), std::string::npos) << text;
+  EXPECT_EQ(text.find(our_stderr), std::string::npos) << "the proxy holds our stderr itself: " << text;
 }
 
 TEST(Proxy, MissingProxyProgramIsNamed) {
