@@ -181,9 +181,63 @@ def test_unknown_option(cli, remote):
     assert line == "sftpfs: unknown option 'foo'; see sftpfs --help"
 
 
-def test_proxy_jump_is_refused_clearly(cli, remote):
+def parent_pid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_mount_through_proxy_jump(cli, remote):
+    # The jump host is the same sshd under another name; everything about it (address, port, user, key,
+    # known_hosts) comes from the -F file, which sftpfs hands to the ssh it runs for the jump.
+    port = cli.sshd.port
+    config = cli.tmp / "jump_ssh_config"
+    config.write_text(f"Host jumphost\n"
+                      f"  HostName 127.0.0.1\n"
+                      f"  Port {port}\n"
+                      f"  User root\n"
+                      f"  HostKeyAlias [127.0.0.1]:{port}\n"
+                      f"  IdentityFile {cli.sshd.key}\n"
+                      f"  IdentitiesOnly yes\n"
+                      f"  UserKnownHostsFile {cli.sshd.known_hosts}\n"
+                      f"  GlobalKnownHostsFile /dev/null\n")
+    result = cli.run([f"root@127.0.0.1:{remote}", str(cli.mountpoint), "-F", str(config)] + cli.ssh_args()
+                     + ["-o", "ProxyJump=jumphost"])
+    assert result.returncode == 0, result.stderr
+    try:
+        assert is_mounted(cli.mountpoint)
+        daemons = processes_mentioning(str(cli.mountpoint))
+        assert len(daemons) == 1, daemons
+        # The connection really goes through the jump: an ssh -W child of the daemon, reading our -F file.
+        jumps = [p for p in processes_mentioning(str(config)) if p not in daemons]
+        assert jumps, "no ssh -W process for the jump"
+        for pid in jumps:
+            assert parent_pid(pid) == daemons[0]
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            assert b"-W" in argv and f"[127.0.0.1]:{port}".encode() in argv and b"jumphost" in argv, argv
+
+        (cli.mountpoint / "via-jump.txt").write_text("through the jump host\n")
+        assert (remote / "via-jump.txt").read_text() == "through the jump host\n"
+        (remote / "from-server.txt").write_text("server side\n")
+        assert (cli.mountpoint / "from-server.txt").read_text() == "server side\n"
+    finally:
+        subprocess.run(["fusermount3", "-u", str(cli.mountpoint)], capture_output=True)
+    assert not is_mounted(cli.mountpoint)
+    assert wait_until(lambda: not processes_mentioning(str(cli.mountpoint)), timeout=15)
+    assert wait_until(lambda: not processes_mentioning(str(config)), timeout=15), \
+        f"jump ssh left: {processes_mentioning(str(config))}"
+
+
+def test_proxy_command_that_fails_is_named(cli, remote):
     cli.expect_failure([f"root@127.0.0.1:{remote}", str(cli.mountpoint)] + cli.ssh_args()
-                       + ["-o", "ProxyJump=gateway"], "ProxyJump", "not supported")
+                       + ["-o", "ProxyCommand=sh -c 'exit 7'"],
+                       "ProxyCommand 'sh -c 'exit 7'' exited with status 7 before the SSH handshake")
+
+
+def test_unsupported_algorithm_list_is_named(cli, remote):
+    cli.expect_failure([f"root@127.0.0.1:{remote}", str(cli.mountpoint)] + cli.ssh_args()
+                       + ["-o", "KexAlgorithms=sntrup761x25519-sha512@openssh.com"],
+                       "KexAlgorithms=sntrup761x25519-sha512@openssh.com", "libssh2")
 
 
 def test_background_mount_and_unmount(cli, remote):
