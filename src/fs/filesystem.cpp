@@ -652,6 +652,9 @@ struct Filesystem::Impl {
         // Its siblings will likely be looked up too (git status, make): read the directory, once.
         read_listing_ahead(Caches::parent_path(*path));
       }
+      // If the name is a directory, it is usually opened next (ls DIR, cd, a walk): an OPENDIR sent
+      // along with the LSTAT saves that round trip; for a file it fails at once, harmlessly.
+      read_listing_ahead(*path);
     }
     std::string p = *path;
     stat_path(p, [this, req, parent, n, p](Result<sftp::Attrs> r) {
@@ -1459,12 +1462,23 @@ struct Filesystem::Impl {
     }
   }
 
+  // A directory's size (when its attributes are known) says roughly how many entries it has: on
+  // Linux file systems about 20-40 bytes each, and OpenSSH answers up to 100 entries per READDIR, so
+  // size / 2048 requests in flight read it in about one round trip. Small or unknown: the default.
+  int initial_readdir_window(const std::string& path) {
+    auto cached = caches.attrs.get(path);
+    if (!cached || !cached->attrs.has(sftp::SSH_FILEXFER_ATTR_SIZE)) return kReaddirInitialInFlight;
+    uint64_t guess = cached->attrs.size / 2048;
+    return static_cast<int>(std::clamp<uint64_t>(guess, kReaddirInitialInFlight, kReaddirMaxInFlight));
+  }
+
   void fetch_more(const std::shared_ptr<DirHandle>& dir) {
     for (;;) {
       uint64_t seq;
       client::FileRef remote;
       {
         std::lock_guard lock(dir->mutex);
+        if (dir->issued == 0) dir->in_flight_limit = initial_readdir_window(dir->path);
         if (dir->eof || dir->error || !dir->remote || dir->outstanding >= dir->in_flight_limit) return;
         seq = dir->issued++;
         ++dir->outstanding;
