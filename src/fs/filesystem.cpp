@@ -308,7 +308,9 @@ struct Filesystem::Impl {
   void read_segment(const std::shared_ptr<FileHandle>& h, uint64_t off, uint32_t length,
                     client::Callback<sftp::Bytes> done) {
     const size_t connections = client->connection_count();
-    if (connections < 2) return read_range(h, off, length, std::move(done));
+    // Another connection is not ordered behind this one's WRITEs: a READ there could overtake a
+    // write still in flight. Stripe only read-only handles while nothing is being written to the file.
+    if (connections < 2 || h->writable || floor_of(h->ino)) return read_range(h, off, length, std::move(done));
     if (off >= kStripeAfter && !h->stripes_requested.exchange(true)) {
       for (size_t i = 1; i < connections; ++i) {
         size_t index = (h->remote->connection + i) % connections;

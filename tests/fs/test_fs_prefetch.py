@@ -123,3 +123,22 @@ def test_many_concurrent_sequential_readers(mount, remote):
     for i in range(6):
         assert got[f"f{i}"] == sha256_local(remote / f"f{i}")
     assert os.path.getsize(remote / "f0") == 6 << 20
+
+
+def test_long_read_striped_over_two_connections(mount, remote):
+    make_file(remote / "f", 40 << 20, seed=21)
+    mnt = mount(remote, options=("max_conns=2",))
+    assert sha256_mounted(mnt / "f") == sha256_local(remote / "f")
+    # Written through the mount, then read back at once: never the old bytes from the other connection.
+    out = pyrun(f"""
+import os
+fd = os.open('{mnt}/f', os.O_RDWR)
+for i in range(0, 40 << 20, 1 << 20):
+    os.pwrite(fd, bytes([i >> 20 & 0xff]) * (1 << 20), i)
+os.close(fd)
+with open('{mnt}/f', 'rb') as f:
+    for i in range(0, 40 << 20, 1 << 20):
+        assert f.read(1 << 20) == bytes([i >> 20 & 0xff]) * (1 << 20), i
+print('ok')
+""")
+    assert out.strip() == "ok"
