@@ -48,7 +48,7 @@ py_failed=$(tail -n 1 "$logs/pytest.log" | grep -oE '[0-9]+ (failed|errors?)' | 
 [ "$py_passed" -gt 0 ] || py_failed=$((py_failed > 0 ? py_failed : 1))
 record pytest "$py_passed" "${py_failed:-0}"
 
-echo "== fuzzing the reply decoder for ${fuzz_seconds}s"
+echo "== fuzzing the reply decoder and the config parsers for ${fuzz_seconds}s"
 if bash scripts/run-fuzz.sh "$fuzz_seconds"; then record fuzz 1 0; else record fuzz 0 1; fi
 
 # Nothing may be left behind: no mount made during this run.
