@@ -264,7 +264,6 @@ struct ReadJob : std::enable_shared_from_this<ReadJob> {
   uint64_t offset = 0;
   sftp::Bytes buffer;
   uint64_t eof_at = UINT64_MAX;  // relative to offset
-  uint64_t known_size = UINT64_MAX;  // absolute; a short reply reaching it is the end of file
   std::mutex mutex;
   size_t pieces_left = 0;
   std::optional<Error> error;
@@ -289,11 +288,8 @@ struct ReadJob : std::enable_shared_from_this<ReadJob> {
           if (!error) error = Error::protocol_error("the server sent an empty DATA reply");
         } else {
           std::copy(data->data.begin(), data->data.end(), buffer.begin() + static_cast<ptrdiff_t>(relative));
-          const uint64_t got_to = relative + data->data.size();
-          if (data->data.size() < length) {
-            if (offset + got_to >= known_size) eof_at = std::min(eof_at, got_to);
-            else rest = {got_to, static_cast<uint32_t>(length - data->data.size())};
-          }
+          if (data->data.size() < length)
+            rest = {relative + data->data.size(), static_cast<uint32_t>(length - data->data.size())};
         }
       } else if (auto* status = std::get_if<sftp::StatusReply>(&reply->body)) {
         if (status->code == sftp::SSH_FX_EOF) eof_at = std::min(eof_at, relative);
@@ -339,15 +335,13 @@ struct WriteJob {
 
 }  // namespace
 
-void Client::read(const FileRef& file, uint64_t offset, uint32_t length, Callback<sftp::Bytes> done,
-                  uint64_t known_size) {
+void Client::read(const FileRef& file, uint64_t offset, uint32_t length, Callback<sftp::Bytes> done) {
   if (length == 0) return done(sftp::Bytes{});
   const uint32_t piece = features().max_read;
   auto job = std::make_shared<ReadJob>();
   job->client = impl_.get();
   job->file = file;
   job->offset = offset;
-  job->known_size = known_size;
   job->buffer.resize(length);
   job->done = std::move(done);
   job->pieces_left = (length + piece - 1) / piece;

@@ -91,10 +91,7 @@ class Client {
   void readdir(const FileRef& dir, Callback<std::vector<sftp::NameEntry>> done);
   // Reads up to `length` bytes at `offset`. Short server replies are re-requested, and large reads are
   // split into pipelined requests, so fewer bytes than asked come back only at end of file.
-  // `known_size`, when the caller knows the file's size, saves a round trip at the end: a short reply
-  // that reaches it is taken as the end of file instead of asking again (and getting SSH_FX_EOF).
-  void read(const FileRef& file, uint64_t offset, uint32_t length, Callback<sftp::Bytes> done,
-            uint64_t known_size = UINT64_MAX);
+  void read(const FileRef& file, uint64_t offset, uint32_t length, Callback<sftp::Bytes> done);
   // Writes all of `data` at `offset` (split into pipelined requests of max_write).
   void write(const FileRef& file, uint64_t offset, sftp::Bytes data, Done done);
   // copy-data: server-side copy; unsupported when absent. length 0 = to end of file.

@@ -238,31 +238,3 @@ TEST_F(EngineTest, PermissionDeniedForAnotherUsersFile) {
 
 }  // namespace
 }  // namespace sftpfs::test
-
-namespace sftpfs::test {
-namespace {
-
-TEST_F(EngineTest, ReadWithKnownSizeReturnsTheWholeFile) {
-  auto& client = connect();
-  std::string content(1000, 'k');
-  content += "end";
-  write_local(path("sized"), content);
-  auto file = client::wait_for<client::FileRef>([&](auto cb) { client.open(path("sized"), sftp::SSH_FXF_READ, {}, cb); });
-  ASSERT_TRUE(file);
-  // The size is known: the short reply is the end, no further request.
-  auto exact = client::wait_for<sftp::Bytes>([&](auto cb) { client.read(*file, 0, 4096, cb, content.size()); });
-  ASSERT_TRUE(exact);
-  EXPECT_EQ(std::string(exact->begin(), exact->end()), content);
-  // A stale, smaller size never cuts off bytes the server did send.
-  auto stale = client::wait_for<sftp::Bytes>([&](auto cb) { client.read(*file, 0, 4096, cb, 10); });
-  ASSERT_TRUE(stale);
-  EXPECT_EQ(stale->size(), content.size());
-  // From the middle, with the size known.
-  auto tail = client::wait_for<sftp::Bytes>([&](auto cb) { client.read(*file, 1000, 4096, cb, content.size()); });
-  ASSERT_TRUE(tail);
-  EXPECT_EQ(std::string(tail->begin(), tail->end()), "end");
-  ASSERT_TRUE(client::wait_for<void>([&](auto cb) { client.close(*file, cb); }));
-}
-
-}  // namespace
-}  // namespace sftpfs::test
