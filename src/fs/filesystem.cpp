@@ -27,6 +27,7 @@
 #include "fs/handles.hpp"
 #include "fs/inode_table.hpp"
 #include "fs/prefetcher.hpp"
+#include "fs/write_order.hpp"
 #include "util/log.hpp"
 
 namespace sftpfs::fs {
@@ -35,8 +36,13 @@ namespace {
 
 // Bytes a handle may have sent and not yet confirmed before the kernel's write requests wait for
 // their own replies: covers 100 MB/s at 80 ms RTT, bounded so a slow server cannot make us buffer
-// a whole file.
+// a whole file. A handle writing over several connections may have this much per connection.
 constexpr uint64_t kWriteBehindBytes = 8u << 20;
+// max_conns > 1: after this many bytes written through a handle, the file is opened for writing on
+// the other connections too (a small file is not worth the extra OPENs), and writes are spread over
+// them in granules of this size (the kernel's largest write, so one kernel write is one piece).
+constexpr uint64_t kWriteStripeAfter = 8u << 20;
+constexpr uint64_t kWriteStripeGranule = 1u << 20;
 // READDIR requests in flight on one directory handle: 8 at first (a small directory costs at most 7
 // tiny requests answered with a bare EOF), two more for every reply that carried entries, up to 64:
 // the window triples each round trip, so a 10,000-entry directory (OpenSSH sends up to 100 entries
@@ -237,6 +243,26 @@ struct Filesystem::Impl {
     return out;
   }
 
+  // ---- writes in flight per connection, and the renames/removals that can change what a path names ----
+  WriteOrder write_order;
+  // A name change through this mount is running or happened: an extra handle opened by path while it
+  // could have run might be another file. Counted from before the request is sent to after its reply.
+  std::atomic<uint64_t> namespace_changes{0};
+  std::atomic<int> namespace_changes_running{0};
+  struct NamespaceChange {
+    explicit NamespaceChange(Impl* i) : impl(i) {
+      impl->namespace_changes_running.fetch_add(1);
+      impl->namespace_changes.fetch_add(1);
+    }
+    ~NamespaceChange() {
+      impl->namespace_changes.fetch_add(1);
+      impl->namespace_changes_running.fetch_sub(1);
+    }
+    NamespaceChange(const NamespaceChange&) = delete;
+    NamespaceChange& operator=(const NamespaceChange&) = delete;
+    Impl* impl;
+  };
+
   // ---- write floors: while writes to an inode are in flight the server's size lags behind what the
   // application wrote; the size we report is never below what was acknowledged ----
   struct Floor {
@@ -340,8 +366,18 @@ struct Filesystem::Impl {
     read_range_on(h, remote, off, length, std::move(done));
   }
 
+  // A read must not overtake a write of the same bytes still in flight on another connection: it
+  // waits for it (WriteOrder), or goes behind it when it is on the read's own connection.
   void read_range_on(const std::shared_ptr<FileHandle>& h, const client::FileRef& remote, uint64_t off,
                      uint32_t length, client::Callback<sftp::Bytes> done) {
+    write_order.read(h->ino, off, off + length, remote->connection,
+                     [this, h, remote, off, length, done = std::move(done)]() mutable {
+                       read_range_now(h, remote, off, length, std::move(done));
+                     });
+  }
+
+  void read_range_now(const std::shared_ptr<FileHandle>& h, const client::FileRef& remote, uint64_t off,
+                      uint32_t length, client::Callback<sftp::Bytes> done) {
     auto learn = [h, off, length](const Result<sftp::Bytes>& r) {
       if (!r) return;
       if (r->size() < length) {
@@ -910,7 +946,8 @@ struct Filesystem::Impl {
     std::string p = *path, n = name;
     // Open handles keep working after REMOVE (the server has POSIX semantics), so nothing is hidden:
     // the node is only detached and serves its handles until they close.
-    client->remove(p, tracked([this, req, parent, n, p](Status s) {
+    auto change = std::make_shared<NamespaceChange>(this);  // until the reply has been handled
+    client->remove(p, tracked([this, req, parent, n, p, change](Status s) {
       if (!s) {
         caches.changed_unknown(p);
         return reply_error(req, s.error());
@@ -951,7 +988,8 @@ struct Filesystem::Impl {
     if (!from || !to) return (void)fuse_reply_err(req, ENOENT);
     std::string f = *from, t = *to, n = name, nn = newname;
 
-    auto done = [this, req, parent, n, newparent, nn, f, t](Status s) {
+    auto change = std::make_shared<NamespaceChange>(this);  // until the reply has been handled
+    auto done = [this, req, parent, n, newparent, nn, f, t, change](Status s) {
       if (s) {
         // The name moved: both listings stay current (the moved entry keeps its attributes).
         std::optional<sftp::Attrs> moved;
@@ -1189,6 +1227,8 @@ struct Filesystem::Impl {
         std::lock_guard lock(handle->mutex);
         handle->released = true;
         stripes.swap(handle->stripes);
+        stripes.insert(stripes.end(), handle->write_stripes.begin(), handle->write_stripes.end());
+        handle->write_stripes.clear();
       }
       for (auto& s : stripes) close_quietly(s);
       if (handle->writable) {
@@ -1215,6 +1255,59 @@ struct Filesystem::Impl {
     direct_read(req, handle, offset, length);
   }
 
+  // A long write stream also opens the file for writing on the other connections (see
+  // kWriteStripeAfter). The extra handle must name the same file as the first: it is opened by the
+  // node's current path, and kept only if no rename or removal through this mount could have run in
+  // between (a rename by another client meanwhile is beyond what SFTP lets us see). A failed OPEN
+  // (permissions: a file created read-only) just leaves the stream on the first connection.
+  void maybe_open_write_stripes(const std::shared_ptr<FileHandle>& h) {
+    const size_t connections = client->connection_count();
+    if (connections < 2 || h->append) return;
+    {
+      std::lock_guard lock(h->mutex);
+      if (h->write_stripes_requested || h->released || h->bytes_written < kWriteStripeAfter) return;
+      h->write_stripes_requested = true;
+    }
+    const uint64_t epoch = namespace_changes.load();
+    auto path = inodes.path(h->ino);
+    if (!path || namespace_changes_running.load() != 0) {
+      std::lock_guard lock(h->mutex);
+      h->write_stripes_requested = !path;  // detached: never; a rename running: try again later
+      return;
+    }
+    for (size_t i = 1; i < connections; ++i) {
+      size_t index = (h->remote->connection + i) % connections;
+      // WRITE only: no CREAT/TRUNC/EXCL/APPEND, the file exists and must not change by opening it.
+      client->open_on(index, *path, sftp::SSH_FXF_WRITE, sftp::Attrs{},
+                      tracked([this, h, epoch, expected = *path](Result<client::FileRef> r) {
+                        if (!r) {
+                          LOG_DEBUG("extra write handle for %s not opened: %s", expected.c_str(),
+                                    r.error().message.c_str());
+                          return;
+                        }
+                        bool same_file = namespace_changes_running.load() == 0 &&
+                                         namespace_changes.load() == epoch && inodes.path(h->ino) == expected;
+                        bool keep = false;
+                        if (same_file) {
+                          std::lock_guard lock(h->mutex);
+                          if (!h->released) {
+                            h->write_stripes.push_back(*r);
+                            keep = true;
+                          }
+                        }
+                        if (!keep) close_quietly(*r);
+                      }));
+    }
+  }
+
+  // The handle's remote file on `connection` (the first handle, or an extra one opened there).
+  client::FileRef write_target(const std::shared_ptr<FileHandle>& h, size_t connection) {
+    std::lock_guard lock(h->mutex);
+    for (auto& s : h->write_stripes)
+      if (s->connection == connection) return s;
+    return h->remote;
+  }
+
   void write(fuse_req_t req, Ino, const char* buf, size_t size, off_t off, fuse_file_info* fi) {
     auto handle = file_handle(fi);
     if (!handle) return (void)fuse_reply_err(req, EBADF);
@@ -1228,41 +1321,56 @@ struct Filesystem::Impl {
       if (handle->first_error) earlier = handle->first_error;
     }
     if (earlier) return reply_error(req, *earlier);
+    std::vector<size_t> usable{handle->remote->connection};
     {
       std::lock_guard lock(handle->mutex);
       if (handle->append) {
         offset = handle->append_offset;
         handle->append_offset += size;
       }
+      handle->bytes_written += size;
+      for (auto& s : handle->write_stripes) usable.push_back(s->connection);
       handle->in_flight += size;
-      ack_now = handle->in_flight <= kWriteBehindBytes;
+      ack_now = handle->in_flight <= kWriteBehindBytes * usable.size();
     }
+    maybe_open_write_stripes(handle);
+    // Round robin by position: a sequential stream spreads evenly, a rewrite of the same place
+    // prefers the same connection.
+    size_t preferred = usable[static_cast<size_t>(offset / kWriteStripeGranule) % usable.size()];
     floor_write_sent(handle->ino, offset + size, size);
     data_changed(handle->ino);
     sftp::Bytes data(reinterpret_cast<const uint8_t*>(buf), reinterpret_cast<const uint8_t*>(buf) + size);
-    client->write(handle->remote, offset, std::move(data),
-                  tracked([this, req, handle, size, ack_now](Status s) {
-                    std::vector<std::function<void()>> waiters;
-                    std::optional<Error> mine;
-                    {
-                      std::lock_guard lock(handle->mutex);
-                      handle->in_flight -= size;
-                      if (!s) {
-                        mine = s.error();
-                        if (!handle->first_error) handle->first_error = s.error();
-                      }
-                      if (handle->in_flight == 0) waiters.swap(handle->drained_waiters);
-                    }
-                    floor_write_done(handle->ino, size);
-                    if (!ack_now) {
-                      if (mine) {
-                        reply_error(req, *mine);
-                      } else {
-                        fuse_reply_write(req, size);
-                      }
-                    }
-                    for (auto& w : waiters) w();
-                  }));
+    auto answered = [this, req, handle, size, ack_now](WriteOrder::Token token, Status s) {
+      write_order.complete(handle->ino, token);
+      std::vector<std::function<void()>> waiters;
+      std::optional<Error> mine;
+      {
+        std::lock_guard lock(handle->mutex);
+        handle->in_flight -= size;
+        if (!s) {
+          mine = s.error();
+          if (!handle->first_error) handle->first_error = s.error();
+        }
+        if (handle->in_flight == 0) waiters.swap(handle->drained_waiters);
+      }
+      floor_write_done(handle->ino, size);
+      if (!ack_now) {
+        if (mine) {
+          reply_error(req, *mine);
+        } else {
+          fuse_reply_write(req, size);
+        }
+      }
+      for (auto& w : waiters) w();
+    };
+    // Counted as outstanding from now, even while it waits in WriteOrder.
+    auto on_reply = tracked([answered](std::pair<WriteOrder::Token, Status> r) { answered(r.first, std::move(r.second)); });
+    write_order.write(handle->ino, offset, offset + size, std::move(usable), preferred,
+                      [this, handle, offset, data = std::move(data), on_reply](size_t connection,
+                                                                              WriteOrder::Token token) mutable {
+                        client->write(write_target(handle, connection), offset, std::move(data),
+                                      [on_reply, token](Status s) mutable { on_reply(std::make_pair(token, std::move(s))); });
+                      });
     if (ack_now) fuse_reply_write(req, size);
   }
 
@@ -1284,7 +1392,10 @@ struct Filesystem::Impl {
   void fsync(fuse_req_t req, Ino, int, fuse_file_info* fi) {
     auto handle = file_handle(fi);
     if (!handle) return (void)fuse_reply_err(req, EBADF);
-    when_drained(handle, [this, req, handle] {
+    // Every write to the file on every connection (this handle's, striped or not, and other
+    // handles'), then one fsync@openssh.com: the server's fsync(2) flushes the whole file, whichever
+    // of its descriptors it is called on.
+    when_inode_drained(handle->ino, [this, req, handle] {
       if (auto e = take_write_error(handle)) return reply_error(req, *e);
       if (!client->features().has(sftp::kExtFsync)) return (void)fuse_reply_err(req, 0);
       client->fsync(handle->remote, tracked([this, req](Status s) {
@@ -1304,9 +1415,9 @@ struct Filesystem::Impl {
     if (!in || !out) return (void)fuse_reply_err(req, EBADF);
     if (off_in < 0 || off_out < 0) return (void)fuse_reply_err(req, EINVAL);
     if (len == 0) return (void)fuse_reply_write(req, 0);
-    // Both files' writes must be on the server before it copies.
-    when_drained(in, [this, req, in, out, off_in, off_out, len] {
-      when_drained(out, [this, req, in, out, off_in, off_out, len] {
+    // Both files' writes (on every connection, through every handle) must be on the server before it copies.
+    when_inode_drained(in->ino, [this, req, in, out, off_in, off_out, len] {
+      when_inode_drained(out->ino, [this, req, in, out, off_in, off_out, len] {
         // copy-data copies up to EOF without saying how much: clamp to the source's size first.
         client->fstat(in->remote, tracked([this, req, in, out, off_in, off_out, len](Result<sftp::Attrs> a) {
           if (!a) return reply_error(req, a.error());
@@ -1316,16 +1427,26 @@ struct Filesystem::Impl {
           uint64_t to = static_cast<uint64_t>(off_out);
           floor_write_sent(out->ino, to + n, n);
           data_changed(out->ino);
-          client->copy_data(in->remote, from, n, out->remote, to,
-                            tracked([this, req, out, n](Status s) {
-                              floor_write_done(out->ino, n);
-                              if (auto path = inodes.path(out->ino)) caches.changed(*path);
-                              if (!s) {
-                                if (s.error().kind == Error::Kind::unsupported) return (void)fuse_reply_err(req, ENOSYS);
-                                return reply_error(req, s.error());
-                              }
-                              fuse_reply_write(req, n);
-                            }));
+          // A write to the destination range made meanwhile must not overtake the copy.
+          const size_t connection = out->remote->connection;
+          auto on_copied = tracked([this, req, out, n](std::pair<WriteOrder::Token, Status> r) {
+            write_order.complete(out->ino, r.first);
+            Status s = std::move(r.second);
+            floor_write_done(out->ino, n);
+            if (auto path = inodes.path(out->ino)) caches.changed(*path);
+            if (!s) {
+              if (s.error().kind == Error::Kind::unsupported) return (void)fuse_reply_err(req, ENOSYS);
+              return reply_error(req, s.error());
+            }
+            fuse_reply_write(req, n);
+          });
+          write_order.write(out->ino, to, to + n, {connection}, connection,
+                            [this, in, out, from, n, to, on_copied](size_t, WriteOrder::Token token) mutable {
+                              client->copy_data(in->remote, from, n, out->remote, to,
+                                                [on_copied, token](Status st) mutable {
+                                                  on_copied(std::make_pair(token, std::move(st)));
+                                                });
+                            });
         }));
       });
     });

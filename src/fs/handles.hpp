@@ -56,6 +56,11 @@ struct FileHandle : HandleBase, std::enable_shared_from_this<FileHandle> {
   std::atomic<bool> stripes_requested{false};
   std::vector<client::FileRef> stripes;  // guarded by mutex; the extra handles, closed at release
   bool released = false;                 // guarded by mutex
+  // max_conns > 1: a long write stream opens the file for writing on the other connections too and
+  // spreads its writes over them (WriteOrder keeps overlapping writes in order). Not for O_APPEND.
+  uint64_t bytes_written = 0;                  // guarded by mutex
+  bool write_stripes_requested = false;        // guarded by mutex
+  std::vector<client::FileRef> write_stripes;  // guarded by mutex; closed at release
 };
 
 // A directory read in full when opened (several READDIRs in flight), then served from memory; a fresh

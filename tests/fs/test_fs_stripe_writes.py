@@ -1,0 +1,222 @@
+"""Writes spread over several connections (max_conns > 1) never lose or reorder bytes.
+
+SFTP orders requests only within one connection; with max_conns=N a long write stream also goes over
+extra handles on the other connections. These tests apply the same seeded random writes to a local
+file and to a file on the mount and compare the bytes (on the server and through the mount) after
+every fsync and close. No timing is asserted anywhere.
+"""
+import hashlib
+import os
+import random
+import signal
+from pathlib import Path
+
+import pytest
+
+from test_faults import FAILURE_ERRNOS, kill_sessions, own_server, session_pids  # noqa: F401 (fixture)
+
+MiB = 1 << 20
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(MiB), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_all(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+class Twin:
+    """One logical file: a local model and the file on the mount, written identically."""
+
+    def __init__(self, model: Path, mounted: Path):
+        self.model_fds = [os.open(model, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)]
+        self.mount_fds = [os.open(mounted, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)]
+        self.model_fds.append(os.open(model, os.O_RDWR))
+        self.mount_fds.append(os.open(mounted, os.O_RDWR))
+
+    def pwrite(self, which, data, offset):
+        assert os.pwrite(self.model_fds[which], data, offset) == len(data)
+        written = 0
+        while written < len(data):
+            written += os.pwrite(self.mount_fds[which], data[written:], offset + written)
+
+    def truncate(self, which, size):
+        os.ftruncate(self.model_fds[which], size)
+        os.ftruncate(self.mount_fds[which], size)
+
+    def fsync(self, which):
+        os.fsync(self.model_fds[which])
+        os.fsync(self.mount_fds[which])
+
+    def pread_mount(self, which, length, offset):
+        return os.pread(self.mount_fds[which], length, offset)
+
+    def pread_model(self, length, offset):
+        return os.pread(self.model_fds[0], length, offset)
+
+    def close(self):
+        for fd in self.model_fds + self.mount_fds:
+            os.close(fd)
+
+
+def random_ops(rng: random.Random, count: int):
+    """Sequential runs, overlapping rewrites, small and large writes at random offsets, from two
+    handles, with truncations, fsyncs and reads mixed in."""
+    size_hint = 0
+    ops = []
+    for _ in range(count):
+        kind = rng.choices(["run", "rewrite", "small", "big", "truncate", "fsync", "read"],
+                           weights=[3, 3, 4, 2, 1, 2, 2])[0]
+        which = rng.randrange(2)
+        if kind == "run":  # a sequential stream long enough to be striped
+            start = rng.randrange(0, max(1, size_hint)) if size_hint and rng.random() < 0.5 else size_hint
+            chunk = rng.choice([128 << 10, MiB, 3 * MiB // 2])
+            length = rng.randrange(9 * MiB, 14 * MiB)
+            ops.append(("run", which, start, length, chunk))
+            size_hint = max(size_hint, start + length)
+        elif kind == "rewrite":  # overlapping what was just written, across stripe boundaries
+            start = rng.randrange(0, max(1, size_hint))
+            ops.append(("write", which, start, rng.randrange(1, 3 * MiB)))
+            size_hint = max(size_hint, ops[-1][2] + ops[-1][3])
+        elif kind == "small":
+            start = rng.randrange(0, size_hint + 4096)
+            ops.append(("write", which, start, rng.randrange(1, 5000)))
+            size_hint = max(size_hint, ops[-1][2] + ops[-1][3])
+        elif kind == "big":
+            start = rng.randrange(0, size_hint + MiB)
+            ops.append(("write", which, start, rng.randrange(MiB, 4 * MiB)))
+            size_hint = max(size_hint, ops[-1][2] + ops[-1][3])
+        elif kind == "truncate":
+            size = rng.randrange(0, size_hint + MiB)
+            ops.append(("truncate", which, size))
+            size_hint = size
+        elif kind == "fsync":
+            ops.append(("fsync", which))
+        else:
+            start = rng.randrange(0, size_hint + 1)
+            ops.append(("read", which, start, rng.randrange(1, 2 * MiB)))
+    ops.append(("fsync", 0))
+    return ops
+
+
+def check_same(seed, step, model: Path, server_file: Path, mounted: Path):
+    expected = read_all(model)
+    on_server = read_all(server_file)
+    assert on_server == expected, f"seed {seed}, step {step}: server bytes differ (sizes {len(on_server)} vs {len(expected)})"
+    through_mount = read_all(mounted)
+    assert through_mount == expected, f"seed {seed}, step {step}: bytes read through the mount differ"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [int(s) for s in os.environ.get("SFTPFS_STRIPE_SEEDS", "1,2,3").split(",")])
+def test_random_writes_over_three_connections_match_a_local_file(sshd, remote, mount, tmp_path, seed):
+    mnt = mount(remote, options=["max_conns=3", "request_timeout=60"])
+    rng = random.Random(seed)
+    model = tmp_path / "model"
+    twin = Twin(model, mnt / "f")
+    payload_rng = random.Random(seed * 7919)
+    try:
+        for step, op in enumerate(random_ops(rng, 60)):
+            kind, which = op[0], op[1]
+            if kind == "run":
+                _, _, start, length, chunk = op
+                pos = start
+                while pos < start + length:
+                    n = min(chunk, start + length - pos)
+                    twin.pwrite(which, payload_rng.randbytes(n), pos)
+                    pos += n
+            elif kind == "write":
+                _, _, start, length = op
+                twin.pwrite(which, payload_rng.randbytes(length), start)
+            elif kind == "truncate":
+                twin.truncate(which, op[2])
+            elif kind == "fsync":
+                twin.fsync(which)
+                check_same(seed, step, model, remote / "f", mnt / "f")
+            else:
+                _, _, start, length = op
+                got = twin.pread_mount(which, length, start)
+                assert got == twin.pread_model(length, start), f"seed {seed}, step {step}: read through the mount differs"
+    finally:
+        twin.close()
+    check_same(seed, "close", model, remote / "f", mnt / "f")
+
+
+def sftp_server_pids(server):
+    pids = []
+    for pid in session_pids(server.pid):
+        try:
+            if Path(f"/proc/{pid}/exe").resolve().name == "sftp-server":
+                pids.append(pid)
+        except OSError:
+            pass
+    return pids
+
+
+def bytes_written_by(pid) -> int:
+    """write(2) bytes of a process so far (/proc/PID/io wchar): a server's share of a stream."""
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            if line.startswith("wchar:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no wchar for {pid}")
+
+
+def test_a_large_sequential_write_uses_both_connections_and_is_exact(own_server):
+    server, mount = own_server
+    remote = server.remote_base / "data"
+    remote.mkdir()
+    mnt = mount(remote, options=["max_conns=2"])
+    with open(mnt / "warm", "wb") as f:  # both connections are up and idle before we count
+        f.write(b"x")
+    servers = sftp_server_pids(server)
+    assert len(servers) == 2, servers
+    before = {pid: bytes_written_by(pid) for pid in servers}
+    size = 96 * MiB
+    h = hashlib.sha256()
+    rng = random.Random(42)
+    with open(mnt / "big", "wb") as f:
+        for _ in range(size // MiB):
+            block = rng.randbytes(MiB)
+            h.update(block)
+            f.write(block)
+    assert sha256_of(remote / "big") == h.hexdigest()
+    assert sha256_of(mnt / "big") == h.hexdigest()
+    shares = {pid: bytes_written_by(pid) - before[pid] for pid in servers}
+    # Each server process wrote a real part of the file (its own WRITE replies are tiny).
+    assert all(share > 8 * MiB for share in shares.values()), shares
+    assert sum(shares.values()) >= size, shares
+
+
+def test_a_striped_write_that_loses_a_connection_fails_at_close(own_server):
+    server, mount = own_server
+    remote = server.remote_base / "data"
+    remote.mkdir()
+    mnt = mount(remote, options=["max_conns=2", "request_timeout=5"])
+    with open(mnt / "warm", "wb") as f:
+        f.write(b"x")
+    servers = sftp_server_pids(server)
+    assert len(servers) == 2, servers
+    f = open(mnt / "out", "wb", buffering=0)
+    failed_early = None
+    try:
+        for _ in range(24):  # past the point where the stream is spread over both connections
+            f.write(os.urandom(MiB))
+        os.kill(servers[1], signal.SIGKILL)  # one connection's server dies; the other lives on
+        try:
+            for _ in range(16):
+                f.write(os.urandom(MiB))
+        except OSError as e:  # the failure may surface at a write already
+            failed_early = e
+    finally:
+        with pytest.raises(OSError) as failure:
+            f.close()
+    if failed_early is not None:
+        assert failed_early.errno in FAILURE_ERRNOS, failed_early
+    assert failure.value.errno in FAILURE_ERRNOS, failure.value
