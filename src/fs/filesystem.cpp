@@ -1149,7 +1149,17 @@ struct Filesystem::Impl {
     if (!path) return (void)fuse_reply_err(req, ENOENT);
     uint32_t pflags = open_pflags(fi->flags);
     fuse_file_info info = *fi;
-    client->open(*path, pflags, sftp::Attrs{}, tracked([this, req, ino, info](Result<client::FileRef> r) mutable {
+    // O_TRUNC must not be overtaken by writes to the file still in flight (possibly on other
+    // connections): they would land after the truncation. O_APPEND reads the size at open: after
+    // them too.
+    if (info.flags & (O_TRUNC | O_APPEND)) {
+      return when_inode_drained(ino, [this, req, ino, info, p = *path, pflags] { open_now(req, ino, info, p, pflags); });
+    }
+    open_now(req, ino, info, *path, pflags);
+  }
+
+  void open_now(fuse_req_t req, Ino ino, fuse_file_info info, const std::string& path, uint32_t pflags) {
+    client->open(path, pflags, sftp::Attrs{}, tracked([this, req, ino, info](Result<client::FileRef> r) mutable {
       if (!r) return reply_error(req, r.error());
       client::FileRef remote = *r;
       if (!(info.flags & O_APPEND) || (info.flags & O_TRUNC)) {

@@ -46,6 +46,13 @@ class Twin:
         while written < len(data):
             written += os.pwrite(self.mount_fds[which], data[written:], offset + written)
 
+    def reopen_truncated(self, which, model: Path, mounted: Path):
+        """Close one handle and open the file again with O_TRUNC (the other handle's writes may be in flight)."""
+        os.close(self.model_fds[which])
+        os.close(self.mount_fds[which])
+        self.model_fds[which] = os.open(model, os.O_RDWR | os.O_TRUNC)
+        self.mount_fds[which] = os.open(mounted, os.O_RDWR | os.O_TRUNC)
+
     def truncate(self, which, size):
         os.ftruncate(self.model_fds[which], size)
         os.ftruncate(self.mount_fds[which], size)
@@ -71,8 +78,8 @@ def random_ops(rng: random.Random, count: int):
     size_hint = 0
     ops = []
     for _ in range(count):
-        kind = rng.choices(["run", "rewrite", "small", "big", "truncate", "fsync", "read"],
-                           weights=[3, 3, 4, 2, 1, 2, 2])[0]
+        kind = rng.choices(["run", "rewrite", "small", "big", "truncate", "fsync", "read", "reopen"],
+                           weights=[3, 3, 4, 2, 1, 2, 2, 1])[0]
         which = rng.randrange(2)
         if kind == "run":  # a sequential stream long enough to be striped
             start = rng.randrange(0, max(1, size_hint)) if size_hint and rng.random() < 0.5 else size_hint
@@ -98,6 +105,9 @@ def random_ops(rng: random.Random, count: int):
             size_hint = size
         elif kind == "fsync":
             ops.append(("fsync", which))
+        elif kind == "reopen":
+            ops.append(("reopen", which))
+            size_hint = 0
         else:
             start = rng.randrange(0, size_hint + 1)
             ops.append(("read", which, start, rng.randrange(1, 2 * MiB)))
@@ -136,6 +146,9 @@ def test_random_writes_over_three_connections_match_a_local_file(sshd, remote, m
                 twin.pwrite(which, payload_rng.randbytes(length), start)
             elif kind == "truncate":
                 twin.truncate(which, op[2])
+            elif kind == "reopen":
+                twin.reopen_truncated(which, model, mnt / "f")
+                check_same(seed, step, model, remote / "f", mnt / "f")
             elif kind == "fsync":
                 twin.fsync(which)
                 check_same(seed, step, model, remote / "f", mnt / "f")
