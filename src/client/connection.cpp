@@ -29,6 +29,8 @@ constexpr size_t kLengthPrefix = 4;
 // Requests are gathered into one outbound batch up to this size: fewer, fuller SSH packets for small
 // requests (a STAT is ~30 bytes), while a batch of large WRITEs stays bounded.
 constexpr size_t kMaxBatchBytes = 512 * 1024;
+// libssh2 sends no keepalive unless an interval is configured, and treats 1 s as 2 s.
+constexpr std::chrono::seconds kMinKeepalive{2};
 
 uint32_t load_u32(const uint8_t* p) {
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
@@ -275,22 +277,16 @@ struct Connection::Impl {
 
   // Times out overdue requests. When the server has sent nothing at all since an overdue request was
   // written (not even a keepalive reply, which sshd sends while sftp-server is busy), the link or the
-  // server is dead: the connection fails, so nothing else waits on it.
+  // server is dead: the connection fails first, so every caller that sees its error also sees the
+  // connection down, and fail_all completes everything.
   Status expire(Clock::time_point now) {
-    std::vector<ReplyCallback> overdue;
-    bool silent_since_sent = false;
-    for (auto it = in_flight.begin(); it != in_flight.end();) {
-      if (it->second.deadline <= now) {
-        silent_since_sent |= last_receive < it->second.sent;
-        overdue.push_back(std::move(it->second.on_reply));
-        expired_ids.insert(it->first);
-        it = in_flight.erase(it);
-      } else {
-        ++it;
+    bool any_overdue = false, silent_since_sent = false;
+    for (const auto& [id, request] : in_flight) {
+      if (request.deadline <= now) {
+        any_overdue = true;
+        silent_since_sent |= last_receive < request.sent;
       }
     }
-    owner->outstanding_.fetch_sub(overdue.size());
-    for (auto& cb : overdue) cb(Error::timed_out("the server did not answer in time"));
     if (silent_since_sent || (!in_flight.empty() && now - last_receive > options.request_timeout))
       return Error::timed_out("the server has not answered for " +
                               std::to_string(std::chrono::duration_cast<std::chrono::seconds>(now - last_receive).count()) + " s");
@@ -301,6 +297,20 @@ struct Connection::Impl {
         return Error::timed_out("the server did not answer keepalives for " +
                                 std::to_string(std::chrono::duration_cast<std::chrono::seconds>(silent_for).count()) + " s");
     }
+    if (!any_overdue) return {};
+    // The server is alive but slow on these: they alone time out; a late reply to them is dropped.
+    std::vector<ReplyCallback> overdue;
+    for (auto it = in_flight.begin(); it != in_flight.end();) {
+      if (it->second.deadline <= now) {
+        overdue.push_back(std::move(it->second.on_reply));
+        expired_ids.insert(it->first);
+        it = in_flight.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    owner->outstanding_.fetch_sub(overdue.size());
+    for (auto& cb : overdue) cb(Error::timed_out("the server did not answer in time"));
     return {};
   }
 
@@ -333,11 +343,13 @@ struct Connection::Impl {
 
   // ServerAliveInterval when set. While requests wait, probe at least four times per request timeout
   // anyway: sshd answers keepalives even while sftp-server is busy (a long copy-data), so a live server
-  // keeps `last_receive` fresh and only a dead link trips the silence check in expire().
+  // keeps `last_receive` fresh and only a dead link trips the silence check in expire(). libssh2 sends
+  // at most one keepalive per 2 s (kMinKeepalive), so a request timeout under ~4 s may take a merely
+  // slow server for a dead one: the safe side.
   std::chrono::milliseconds keepalive_interval() const {
     std::chrono::milliseconds interval = session->options().server_alive_interval;
     if (!in_flight.empty()) {
-      auto probe = std::max<std::chrono::milliseconds>(options.request_timeout / 4, std::chrono::milliseconds(250));
+      auto probe = std::max<std::chrono::milliseconds>(options.request_timeout / 4, kMinKeepalive);
       if (interval.count() == 0 || probe < interval) interval = probe;
     }
     return interval;
@@ -454,6 +466,8 @@ Result<std::unique_ptr<Connection>> Connection::open(const ssh::SessionOptions& 
   impl->session = std::move(*session);
   impl->channel = std::move(*channel);
   libssh2_session_set_blocking(impl->session->raw(), 0);
+  // Let our loop decide when to probe (keepalive_interval()); libssh2 only rate-limits at this floor.
+  libssh2_keepalive_config(impl->session->raw(), 1, static_cast<unsigned>(kMinKeepalive.count()));
 
   std::unique_ptr<Connection> connection(new Connection(std::move(impl)));
   connection->features_ = std::move(features);

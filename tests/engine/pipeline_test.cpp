@@ -1,6 +1,7 @@
 // Throughput and failure behaviour: many requests in flight, large transfers hashed end to end, and a
 // server that dies, freezes or talks nonsense: every caller gets an answer within its deadline.
 #include <openssl/evp.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 
@@ -186,6 +187,27 @@ TEST_F(EngineTest, FrozenServerFailsRequestsWithinTheirDeadline) {
   EXPECT_LT(elapsed, 8s);
   EXPECT_FALSE(c.alive());
   server_->thaw_sessions();
+}
+
+TEST_F(EngineTest, SlowServerTimesOutOneRequestAndKeepsTheConnection) {
+  client::ConnectionOptions options;
+  options.request_timeout = 5s;  // keepalives go at most every 2 s: at least two answered in time
+  auto& c = connect(1, options);
+  ASSERT_TRUE(wait_for<sftp::Attrs>([&](auto cb) { c.stat(dir_, cb); }));
+  auto sftp_servers = server_->sftp_server_pids();
+  ASSERT_EQ(sftp_servers.size(), 1u);
+  ::kill(sftp_servers[0], SIGSTOP);  // sshd still answers keepalives: the server is slow, not gone
+  auto started = std::chrono::steady_clock::now();
+  auto stuck = wait_for<sftp::Attrs>([&](auto cb) { c.stat(dir_, cb); });
+  ASSERT_FALSE(stuck);
+  EXPECT_EQ(stuck.error().kind, Error::Kind::timeout);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 10s);
+  EXPECT_TRUE(c.alive());
+  ::kill(sftp_servers[0], SIGCONT);
+  // The late reply to the timed-out request is dropped; the connection goes on working.
+  auto after = wait_for<sftp::Attrs>([&](auto cb) { c.stat(dir_, cb); });
+  ASSERT_TRUE(after) << after.error().message;
+  EXPECT_TRUE(c.alive());
 }
 
 // A real sshd whose sftp subsystem answers INIT correctly and then sends a packet with an absurd length.

@@ -99,6 +99,14 @@ std::vector<int> TestServer::session_pids() const {
   return pids;
 }
 
+std::vector<int> TestServer::sftp_server_pids() const {
+  std::vector<int> pids;
+  for (int pid : session_pids()) {
+    if (shell_output("cat /proc/" + std::to_string(pid) + "/comm 2>/dev/null") == "sftp-server") pids.push_back(pid);
+  }
+  return pids;
+}
+
 void TestServer::freeze_sessions() {
   for (int pid : session_pids()) ::kill(pid, SIGSTOP);
 }

@@ -31,6 +31,8 @@ class TestServer {
   // closing the connection, as a black-holed network looks.
   void freeze_sessions();
   void thaw_sessions();
+  // The sftp-server processes only (sshd itself keeps answering keepalives): a busy or stuck server.
+  std::vector<int> sftp_server_pids() const;
 
   // A fresh empty directory on the "remote" side (same machine), removed with the server.
   std::string make_remote_dir(const std::string& name);
