@@ -153,4 +153,14 @@ class KnownHosts {
 Status authenticate(LIBSSH2_SESSION* session, IoWaiter& io, const SessionOptions& options,
                     bool allow_interactive, SessionInfo& info);
 
+// "a<sep>b<sep>c": for libssh2 method lists and messages.
+inline std::string join(const std::vector<std::string>& items, const char* sep) {
+  std::string out;
+  for (const auto& item : items) {
+    if (!out.empty()) out += sep;
+    out += item;
+  }
+  return out;
+}
+
 }  // namespace sftpfs::ssh::detail

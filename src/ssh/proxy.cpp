@@ -36,14 +36,7 @@ std::vector<std::string> split(const std::string& text, char sep) {
   }
 }
 
-std::string join(const std::vector<std::string>& items, const char* sep) {
-  std::string out;
-  for (const auto& item : items) {
-    if (!out.empty()) out += sep;
-    out += item;
-  }
-  return out;
-}
+using detail::join;
 
 struct Hop {
   std::string user, host, port;  // user and port may be empty

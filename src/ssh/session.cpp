@@ -41,14 +41,7 @@ std::string host_key_type_name(int type) {
   }
 }
 
-std::string join(const std::vector<std::string>& items, const char* sep) {
-  std::string out;
-  for (const auto& item : items) {
-    if (!out.empty()) out += sep;
-    out += item;
-  }
-  return out;
-}
+using detail::join;
 
 // KexAlgorithms, HostKeyAlgorithms, Ciphers and MACs, before the handshake. The host key types
 // recorded in known_hosts narrow the host key list further (libssh2 1.10 would otherwise ask for

@@ -11,26 +11,10 @@
 #include <string>
 
 #include "client/client.hpp"
+#include "session_options.hpp"
 #include "test_server.hpp"
 
 namespace sftpfs::test {
-
-inline ssh::SessionOptions session_options(const TestServer& server, const std::string& user = "root") {
-  ssh::SessionOptions options;
-  options.host = "127.0.0.1";
-  options.port = server.port();
-  options.user = user;
-  options.identity_files = {server.user_key()};
-  options.identities_only = true;
-  options.use_agent = false;
-  options.user_known_hosts_files = {server.known_hosts()};
-  options.global_known_hosts_files = {};
-  options.batch_mode = true;
-  options.password_authentication = false;
-  options.kbd_interactive_authentication = false;
-  options.connect_timeout = std::chrono::seconds(10);
-  return options;
-}
 
 class EngineTest : public ::testing::Test {
  protected:

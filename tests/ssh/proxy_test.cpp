@@ -16,6 +16,7 @@
 
 #include "ssh/internal.hpp"
 #include "ssh/session.hpp"
+#include "session_options.hpp"
 #include "test_server.hpp"
 
 namespace sftpfs::ssh {
@@ -23,22 +24,7 @@ namespace {
 
 using test::TestServer;
 
-SessionOptions base_options(const TestServer& server) {
-  SessionOptions o;
-  o.host = "127.0.0.1";
-  o.port = server.port();
-  o.user = "root";
-  o.connect_timeout = std::chrono::seconds(20);
-  o.user_known_hosts_files = {server.known_hosts()};
-  o.global_known_hosts_files = {};
-  o.use_agent = false;
-  o.identity_files = {server.user_key()};
-  o.identities_only = true;
-  o.password_authentication = false;
-  o.kbd_interactive_authentication = false;
-  o.batch_mode = true;
-  return o;
-}
+SessionOptions base_options(const TestServer& server) { return test::session_options(server); }
 
 // An ssh client configuration that lets the jump host in with the test key, and nothing else.
 std::string write_jump_config(const TestServer& server) {

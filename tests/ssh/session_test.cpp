@@ -20,6 +20,7 @@
 
 #include "ssh/prompt.hpp"
 #include "ssh/session.hpp"
+#include "session_options.hpp"
 #include "test_server.hpp"
 
 extern char** environ;
@@ -49,22 +50,7 @@ class ScopedEnv {
   std::optional<std::string> old_;
 };
 
-SessionOptions base_options(const TestServer& server) {
-  SessionOptions o;
-  o.host = "127.0.0.1";
-  o.port = server.port();
-  o.user = "root";
-  o.connect_timeout = std::chrono::seconds(20);
-  o.user_known_hosts_files = {server.known_hosts()};
-  o.global_known_hosts_files = {};
-  o.use_agent = false;
-  o.identity_files = {server.user_key()};
-  o.identities_only = true;
-  o.password_authentication = false;
-  o.kbd_interactive_authentication = false;
-  o.batch_mode = true;
-  return o;
-}
+SessionOptions base_options(const TestServer& server) { return test::session_options(server); }
 
 std::string fingerprint_of(const std::string& pub_file) {
   // "256 SHA256:xxxx comment (ECDSA)" -> "SHA256:xxxx"
