@@ -792,31 +792,37 @@ struct Filesystem::Impl {
               if (path) caches.attrs.put(*path, CachedAttrs{now, 0});
               reply_attr(req, ino, now);
             };
-        if (known_result) {
-          auto after = [finish](Status s) { finish(std::move(s), sftp::Attrs{}); };
-          if (handle) return client->fsetstat(handle->remote, sent, tracked(after));
-          // The link itself, never its target: lsetstat (EOPNOTSUPP when the server lacks it).
-          if (symlink) return client->lsetstat(*path, sent, tracked(after));
-          return client->setstat(*path, sent, tracked(after));
-        }
-        auto [on_set, on_read_back] = joined<Status, Result<sftp::Attrs>>(finish);
-        if (handle) {
-          client->fsetstat(handle->remote, sent, tracked(on_set));
-          client->fstat(handle->remote, tracked(on_read_back));
-          return;
-        }
-        size_t connection = client->pick_connection();
-        if (symlink) {
-          client->lsetstat_on(connection, *path, sent, tracked(on_set));
-          client->lstat_on(connection, *path, tracked(on_read_back));
-          return;
-        }
-        client->setstat_on(connection, *path, sent, tracked(on_set));
-        if (opt.follow_symlinks) {
-          client->stat_on(connection, *path, tracked(on_read_back));
-        } else {
-          client->lstat_on(connection, *path, tracked(on_read_back));
-        }
+        // A change must not be overtaken by this file's writes still in flight on another connection:
+        // the server would apply such a write after it (moving the mtime tar or cp -p just set). Like a
+        // read, it waits for those; writes on its own connection are ahead of it anyway.
+        const size_t connection = handle ? handle->remote->connection : client->pick_connection();
+        auto send = [this, known_result, handle, path, symlink, sent, connection, finish] {
+          if (known_result) {
+            auto after = [finish](Status s) { finish(std::move(s), sftp::Attrs{}); };
+            if (handle) return client->fsetstat(handle->remote, sent, tracked(after));
+            // The link itself, never its target: lsetstat (EOPNOTSUPP when the server lacks it).
+            if (symlink) return client->lsetstat_on(connection, *path, sent, tracked(after));
+            return client->setstat_on(connection, *path, sent, tracked(after));
+          }
+          auto [on_set, on_read_back] = joined<Status, Result<sftp::Attrs>>(finish);
+          if (handle) {
+            client->fsetstat(handle->remote, sent, tracked(on_set));
+            client->fstat(handle->remote, tracked(on_read_back));
+            return;
+          }
+          if (symlink) {
+            client->lsetstat_on(connection, *path, sent, tracked(on_set));
+            client->lstat_on(connection, *path, tracked(on_read_back));
+            return;
+          }
+          client->setstat_on(connection, *path, sent, tracked(on_set));
+          if (opt.follow_symlinks) {
+            client->stat_on(connection, *path, tracked(on_read_back));
+          } else {
+            client->lstat_on(connection, *path, tracked(on_read_back));
+          }
+        };
+        write_order.read(ino, 0, UINT64_MAX, connection, std::move(send));
       };
       if (cached || !setattr_needs_current(r)) return proceed(cached, false);
       // Half a time pair (touch -m, tar's futimens with UTIME_OMIT): the other time as last seen.

@@ -233,3 +233,22 @@ def test_a_striped_write_that_loses_a_connection_fails_at_close(own_server):
     if failed_early is not None:
         assert failed_early.errno in FAILURE_ERRNOS, failed_early
     assert failure.value.errno in FAILURE_ERRNOS, failure.value
+
+
+def test_times_set_right_after_striped_writes_stick(mount, remote):
+    """futimens on a file whose writes are still in flight on several connections (tar, cp -p), and
+    utimensat by path while another handle writes: no write may land after the times and move mtime."""
+    mnt = mount(remote, options=["max_conns=2"])
+    stamp = 1_000_000_000
+    for round_ in range(3):
+        with open(mnt / "big", "wb") as f:
+            for _ in range(24):  # past the 8 MiB after which writes are striped
+                f.write(os.urandom(MiB))
+            os.utime(f.fileno(), (stamp + round_, stamp + round_))
+        assert (remote / "big").stat().st_mtime == stamp + round_, f"round {round_}"
+    with open(mnt / "big", "r+b") as f:
+        for _ in range(12):
+            f.write(os.urandom(MiB))
+        os.utime(mnt / "big", (stamp + 10, stamp + 10))
+    assert (remote / "big").stat().st_mtime == stamp + 10
+    assert os.stat(mnt / "big").st_mtime == stamp + 10
