@@ -17,6 +17,7 @@
 #include "ssh/internal.hpp"
 #include "ssh/session.hpp"
 #include "session_options.hpp"
+#include "sftp_init.hpp"
 #include "test_server.hpp"
 
 namespace sftpfs::ssh {
@@ -58,27 +59,7 @@ std::string ssh_w_command(const TestServer& server) {
 
 bool process_gone(int pid) { return ::kill(pid, 0) != 0 && errno == ESRCH; }
 
-// Sends SSH_FXP_INIT on a fresh sftp channel and expects SSH_FXP_VERSION 3: the session carries data.
-void expect_sftp_init_answered(Session& session) {
-  auto channel = session.open_sftp_channel(1u << 20);
-  ASSERT_TRUE(channel) << channel.error().message;
-  LIBSSH2_SESSION* s = session.raw();
-  libssh2_session_set_blocking(s, 1);
-  libssh2_session_set_timeout(s, 10000);
-  const unsigned char init[] = {0, 0, 0, 5, 1 /* SSH_FXP_INIT */, 0, 0, 0, 3};
-  ASSERT_EQ(libssh2_channel_write(channel->get(), reinterpret_cast<const char*>(init), sizeof init),
-            static_cast<ssize_t>(sizeof init));
-  unsigned char header[9];
-  size_t got = 0;
-  while (got < sizeof header) {
-    ssize_t n = libssh2_channel_read(channel->get(), reinterpret_cast<char*>(header) + got, sizeof header - got);
-    ASSERT_GT(n, 0) << "channel read failed: " << n;
-    got += static_cast<size_t>(n);
-  }
-  EXPECT_EQ(header[4], 2) << "expected SSH_FXP_VERSION";
-  EXPECT_EQ(header[8], 3) << "expected SFTP version 3";
-  libssh2_session_set_blocking(s, 0);
-}
+using test_support::expect_sftp_init_answered;
 
 TEST(Proxy, ProxyCommandCarriesTheSession) {
   TestServer server;
