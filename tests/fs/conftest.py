@@ -7,6 +7,7 @@ Everything started here is stopped here, by pid, even when a test fails:
   Every mount is unmounted (fusermount3 -u, lazily if busy) and its process ended at teardown.
 The binary is $SFTPFS_BIN, else build/test/sftpfs (the build scripts/test.sh makes).
 """
+import contextlib
 import os
 import shutil
 import signal
@@ -52,9 +53,11 @@ def wait_until(predicate, timeout=20.0, interval=0.05) -> bool:
 
 
 class Sshd:
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, extra_config=()):
+        """extra_config: sshd_config lines placed before the defaults (sshd keeps the first value)."""
         self.dir = directory
-        self.port = int(subprocess.check_output([str(TEST_SSHD), "start", str(directory)], text=True).strip())
+        self.port = int(subprocess.check_output([str(TEST_SSHD), "start", str(directory), *extra_config],
+                                                text=True).strip())
         self.pid = int((directory / "sshd.pid").read_text())
         self.key = str(directory / "id_ed25519")
         self.known_hosts = str(directory / "known_hosts")
@@ -69,15 +72,24 @@ class Sshd:
         subprocess.run([str(TEST_SSHD), "stop", str(self.dir)], check=False)
 
 
+@contextlib.contextmanager
+def private_sshd(prefix, extra_config=()):
+    """A private sshd in a new temp dir; stopped (by pid) and removed whatever happens."""
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        server = Sshd(directory, extra_config)
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def sshd():
-    directory = Path(tempfile.mkdtemp(prefix="sftpfs-fs-test-"))
-    server = Sshd(directory)
-    try:
+    with private_sshd("sftpfs-fs-test-") as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

@@ -5,16 +5,14 @@ Each test runs its own sshd (the shared one must not be killed) and mounts with 
 """
 import errno
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import TEST_SSHD, Mounter, Sshd
+from conftest import Mounter, private_sshd
 
 FAILURE_ERRNOS = {errno.EIO, errno.ENOTCONN, errno.ETIMEDOUT, errno.ECONNABORTED}
 
@@ -22,21 +20,18 @@ FAILURE_ERRNOS = {errno.EIO, errno.ENOTCONN, errno.ETIMEDOUT, errno.ECONNABORTED
 @pytest.fixture
 def own_server(tmp_path):
     """A private sshd for one test, and a mounter bound to it; both always cleaned up."""
-    directory = Path(tempfile.mkdtemp(prefix="sftpfs-fault-"))
-    server = Sshd(directory)
-    mounter = Mounter(server, tmp_path)
-    try:
-        yield server, mounter
-    finally:
-        # Resume anything frozen so the polite stop works, then unmount and stop.
-        for pid in session_pids(server.pid):
-            try:
-                os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
-        mounter.close()
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+    with private_sshd("sftpfs-fault-") as server:
+        mounter = Mounter(server, tmp_path)
+        try:
+            yield server, mounter
+        finally:
+            # Resume anything frozen so the mount can unmount cleanly and the polite stop works.
+            for pid in session_pids(server.pid):
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+            mounter.close()
 
 
 def session_pids(listener_pid):

@@ -1,14 +1,10 @@
 """Two mounts of one remote, changes made straight on the server, and the strictly coherent mode;
 a server that refuses an operation gives EACCES."""
-import shutil
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import TEST_SSHD, Mounter
+from conftest import Mounter, private_sshd
 from test_fs_helpers import pyrun, sh
 
 
@@ -71,33 +67,12 @@ check(os.listdir('{b}') == [], 'unlink at once')
     assert "FAIL" not in out, out
 
 
-class ReadOnlySshd:
-    """A second private sshd whose sftp server refuses every change (internal-sftp -R): the server
-    itself answers PERMISSION_DENIED, as it would for a file the remote user may not write."""
-
-    def __init__(self, directory: Path):
-        self.dir = directory
-        self.port = int(subprocess.check_output(
-            [str(TEST_SSHD), "start", str(directory), "Match all", "ForceCommand internal-sftp -R"], text=True).strip())
-        self.key = str(directory / "id_ed25519")
-        self.known_hosts = str(directory / "known_hosts")
-
-    def ssh_options(self):
-        return ["-p", str(self.port), "-o", f"IdentityFile={self.key}", "-o", f"UserKnownHostsFile={self.known_hosts}"]
-
-    def stop(self):
-        subprocess.run([str(TEST_SSHD), "stop", str(self.dir)], check=False)
-
-
 @pytest.fixture
 def readonly_sshd():
-    directory = Path(tempfile.mkdtemp(prefix="sftpfs-ro-sshd-"))
-    server = ReadOnlySshd(directory)
-    try:
+    """A second private sshd whose sftp server refuses every change (internal-sftp -R): the server
+    itself answers PERMISSION_DENIED, as it would for a file the remote user may not write."""
+    with private_sshd("sftpfs-ro-sshd-", ["Match all", "ForceCommand internal-sftp -R"]) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_permission_denied_is_eacces(readonly_sshd, tmp_path):

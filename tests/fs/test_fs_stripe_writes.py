@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from test_faults import FAILURE_ERRNOS, kill_sessions, own_server, session_pids  # noqa: F401 (fixture)
+from test_faults import FAILURE_ERRNOS, own_server, session_pids  # noqa: F401 (fixture)
 
 MiB = 1 << 20
 

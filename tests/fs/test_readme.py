@@ -1,7 +1,6 @@
 """README.md lists every option exactly as `sftpfs --help` prints it (scripts/update-readme-help.py
 refreshes it), and names the two quick-start commands that .ci/run relies on."""
 import importlib.util
-from pathlib import Path
 
 from conftest import ROOT, sftpfs_binary
 
