@@ -9,11 +9,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -44,10 +47,48 @@ std::string remote_path_error(const std::string& path, const Error& error) {
 
 std::string bracketed(const std::string& host) { return host.find(':') != std::string::npos ? "[" + host + "]" : host; }
 
+// The type /proc/mounts shows for `mountpoint` ("fuse.sftpfs"), or empty. The path is only made
+// absolute, not resolved: resolving would stat the dead mount itself.
+std::string mounted_type(const std::string& mountpoint) {
+  std::string path = mountpoint;
+  if (path.empty() || path[0] != '/') {
+    char cwd[PATH_MAX];
+    if (!getcwd(cwd, sizeof cwd)) return {};
+    path = std::string(cwd) + "/" + path;
+  }
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  std::ifstream mounts("/proc/self/mounts");
+  std::string source, target, type, found;
+  while (mounts >> source >> target >> type) {
+    std::string decoded;  // /proc/mounts writes space, tab, newline and backslash as \ooo
+    for (size_t i = 0; i < target.size(); ++i) {
+      if (target[i] == '\\' && i + 3 < target.size() && std::isdigit(static_cast<unsigned char>(target[i + 1]))) {
+        decoded += static_cast<char>(std::stoi(target.substr(i + 1, 3), nullptr, 8));
+        i += 3;
+      } else {
+        decoded += target[i];
+      }
+    }
+    if (decoded == path) found = type;  // the last one is on top
+    mounts.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+  }
+  return found;
+}
+
 Status check_mountpoint(const std::string& mountpoint) {
   struct stat st {};
   if (stat(mountpoint.c_str(), &st) != 0) {
     int err = errno;
+    if (err == ENOTCONN) {
+      // A FUSE mount whose process has gone: only unmounting it helps.
+      std::string type = mounted_type(mountpoint);
+      std::string what = type == "fuse.sftpfs" ? "a previous sftpfs mount"
+                         : type.empty()        ? "a previous FUSE mount"
+                                               : "a previous FUSE mount (" + type + ")";
+      return Error::errno_error(err, "mount point " + mountpoint + ": " + what +
+                                         " is still there but dead (its process has ended); unmount it with: "
+                                         "fusermount3 -u " + mountpoint);
+    }
     if (err == ENOENT)
       return Error::errno_error(err, "mount point " + mountpoint + " does not exist; create it with: mkdir -p " +
                                          mountpoint);

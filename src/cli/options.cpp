@@ -516,6 +516,11 @@ Status finish(ParseState& state) {
   fs.nomap_error = state.nomap_error.value_or(true);  // sshfs's default: error
   if (state.idmap != "file" && (!state.cl.uidfile.empty() || !state.cl.gidfile.empty()))
     LOG_WARN("uidfile/gidfile are used only with idmap=file");
+  // The server checks permissions only as the remote user, so without the kernel's check every local
+  // user would get the remote user's access to every file.
+  if (state.cl.mode == Mode::mount && fs.allow_other && !fs.default_permissions)
+    LOG_WARN("allow_other without default_permissions: every local user gets the remote user's access to every "
+             "file; add default_permissions so the kernel checks each user against the files' owner and mode");
 
   if (state.cl.debug) {
     state.cl.foreground = true;

@@ -79,6 +79,9 @@ std::string local_user_name();
 // Opens a TCP connection (blocking up to `deadline`), with TCP_NODELAY, the socket left non-blocking.
 Result<int> tcp_connect(const std::string& host, uint16_t port, Clock::time_point deadline);
 
+// The message for a failed libssh2_session_handshake: says when the other end is not an SSH server.
+std::string handshake_failure(LIBSSH2_SESSION* session, const std::string& target, uint16_t port);
+
 // A ProxyCommand or ProxyJump child whose stdin and stdout are one end of a socketpair; libssh2 uses the
 // other end as its socket. Its stderr is a pipe that a small thread copies to whatever our stderr is at
 // the time: the user's terminal in the foreground, /dev/null once daemonized. (Handing the child our

@@ -264,6 +264,32 @@ PkeyPtr read_pem(const std::string& text, const std::string& passphrase, bool* w
   return PkeyPtr(key);
 }
 
+// Names the formats people hand to IdentityFile that are not private keys sftpfs can read, with the
+// command that converts them.
+std::string unreadable_key_message(const std::string& path, const std::string& text) {
+  if (text.find("---- BEGIN SSH2 PUBLIC KEY ----") != std::string::npos)
+    return path + " is a public key in SSH2 (RFC 4716) format, not a private key: IdentityFile needs the private "
+                  "key file (ssh-keygen -i -f " + path + " prints this public key in OpenSSH's format)";
+  if (text.find("---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----") != std::string::npos)
+    return path + " is an SSH2 (ssh.com) private key, which libssh2 cannot read; convert it with: ssh-keygen -i -f " +
+           path + " > " + path + ".openssh (remove its passphrase first, if it has one)";
+  if (text.rfind("PuTTY-User-Key-File-", 0) == 0)
+    return path + " is a PuTTY private key (.ppk), which libssh2 cannot read; convert it with: puttygen " + path +
+           " -O private-openssh -o " + path + ".openssh";
+  // "ssh-ed25519 AAAA... comment": an OpenSSH public key line.
+  size_t space = text.find(' ');
+  std::string_view first = std::string_view(text).substr(0, space);
+  if (space != std::string::npos && text.compare(space + 1, 4, "AAAA") == 0 &&
+      (first.rfind("ssh-", 0) == 0 || first.rfind("ecdsa-", 0) == 0 || first.rfind("sk-", 0) == 0)) {
+    std::string private_path = path.size() > 4 && path.compare(path.size() - 4, 4, ".pub") == 0
+                                   ? path.substr(0, path.size() - 4)
+                                   : "the private key";
+    return path + " is an OpenSSH public key (" + std::string(first) +
+           "), not a private key: IdentityFile needs the private key (" + private_path + ")";
+  }
+  return path + " does not look like a private key (sftpfs reads OpenSSH and PEM private keys)";
+}
+
 }  // namespace
 
 Result<KeyFileInfo> inspect_key_file(const std::string& path) {
@@ -276,6 +302,9 @@ Result<KeyFileInfo> inspect_key_file(const std::string& path) {
     info.format = KeyFileInfo::Format::openssh;
     info.encrypted = key->cipher != "none";
     info.key_type = key->key_type;
+    if (info.key_type.rfind("sk-", 0) == 0)
+      return Error::not_supported(path + " is a FIDO security-key key (" + info.key_type +
+                                  "), which libssh2 1.10 cannot use; use an ed25519 or ecdsa key without -sk");
     return info;
   }
   if (text->find("-----BEGIN ") != std::string::npos && text->find("PRIVATE KEY-----") != std::string::npos) {
@@ -294,7 +323,7 @@ Result<KeyFileInfo> inspect_key_file(const std::string& path) {
     }
     return info;
   }
-  return Error::protocol_error(path + " does not look like a private key");
+  return Error::protocol_error(unreadable_key_message(path, *text));
 }
 
 PassphraseVerdict check_passphrase(const std::string& path, const KeyFileInfo& info, const std::string& passphrase) {

@@ -157,7 +157,7 @@ Result<std::unique_ptr<Session>> Session::connect(const SessionOptions& given) {
                             " ms (is an SSH server listening there?)");
   }
   if (rc != 0) {
-    return Error::transport_error("SSH handshake with " + target + " failed: " + detail::last_error(s));
+    return Error::transport_error(detail::handshake_failure(s, target, options.port));
   }
 
   SessionInfo& info = self->info_;

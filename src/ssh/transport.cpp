@@ -36,14 +36,15 @@ std::string address_text(const sockaddr* addr) {
   return buf;
 }
 
-// One attempt on one address; returns the connected fd or sets `why`.
-int connect_one(const addrinfo* ai, Clock::time_point deadline, std::string& why, bool& timed_out) {
+// One attempt on one address; returns the connected fd or sets `why` (and `refused` for ECONNREFUSED).
+int connect_one(const addrinfo* ai, Clock::time_point deadline, std::string& why, bool& timed_out, bool& refused) {
   int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
   if (fd < 0) {
     why = std::strerror(errno);
     return -1;
   }
   if (::connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
+    refused = errno == ECONNREFUSED;
     why = std::strerror(errno);
     ::close(fd);
     return -1;
@@ -65,6 +66,7 @@ int connect_one(const addrinfo* ai, Clock::time_point deadline, std::string& why
   socklen_t len = sizeof err;
   if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
   if (err != 0) {
+    refused = err == ECONNREFUSED;
     why = std::strerror(err);
     ::close(fd);
     return -1;
@@ -73,6 +75,13 @@ int connect_one(const addrinfo* ai, Clock::time_point deadline, std::string& why
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
   return fd;
+}
+
+// Text from the network, safe to put in a message: printable ASCII only, at most 80 characters.
+std::string printable(std::string_view text) {
+  std::string out;
+  for (char c : text.substr(0, 80)) out += (c >= 0x20 && c < 0x7f) ? c : '?';
+  return out;
 }
 
 }  // namespace
@@ -96,14 +105,17 @@ Result<int> tcp_connect(const std::string& host, uint16_t port, Clock::time_poin
   std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> owner(list, &::freeaddrinfo);
   std::string failures;
   bool timed_out = false;
+  bool all_refused = true;  // every address answered "nothing listens on this port"
   for (const addrinfo* ai = list; ai; ai = ai->ai_next) {
     if (Clock::now() >= deadline) {
       timed_out = true;
       break;
     }
     std::string why;
-    int fd = connect_one(ai, deadline, why, timed_out);
+    bool refused = false;
+    int fd = connect_one(ai, deadline, why, timed_out, refused);
     if (fd >= 0) return fd;
+    all_refused = all_refused && refused;
     if (!failures.empty()) failures += "; ";
     failures += address_text(ai->ai_addr) + ": " + why;
   }
@@ -112,7 +124,32 @@ Result<int> tcp_connect(const std::string& host, uint16_t port, Clock::time_poin
     return Error::timed_out("connect to " + target + " timed out (" + failures +
                             "); check the host and port, or raise ConnectTimeout");
   }
+  if (all_refused && !failures.empty()) {
+    return Error::transport_error("cannot connect to " + target + ": " + failures +
+                                  "; nothing listens there: is the SSH server running, and is " + port_text +
+                                  " the right port? (ssh uses 22)");
+  }
   return Error::transport_error("cannot connect to " + target + ": " + failures);
+}
+
+std::string handshake_failure(LIBSSH2_SESSION* session, const std::string& target, uint16_t port) {
+  // libssh2 skips lines before "SSH-" (RFC 4253 allows them) and keeps the last line it read as the
+  // banner: without an "SSH-" line, whatever answered does not speak SSH, or an sshd refused us before
+  // its greeting (sshd's MaxStartups drops connections that way).
+  const char* banner = libssh2_session_banner_get(session);
+  const std::string port_hint = "is " + std::to_string(port) + " the right port? (ssh uses 22)";
+  if (!banner || std::strncmp(banner, "SSH-", 4) != 0) {
+    std::string sent = banner && *banner ? "its last line was '" + printable(banner) + "'"
+                                         : "it closed the connection without a word";
+    return "SSH handshake with " + target + " failed: that is not an SSH server (no SSH version line; " + sent +
+           "; " + last_error(session) + "), or an sshd dropped the connection (MaxStartups, a firewall, fail2ban); " +
+           port_hint;
+  }
+  if (std::strncmp(banner, "SSH-1.", 6) == 0 && std::strncmp(banner, "SSH-1.99", 8) != 0) {
+    return "SSH handshake with " + target + " failed: the server speaks only SSH protocol 1 (it sent '" +
+           printable(banner) + "'); sftpfs needs SSH protocol 2";
+  }
+  return "SSH handshake with " + target + " failed: " + last_error(session);
 }
 
 bool IoWaiter::wait_socket() {

@@ -3,6 +3,7 @@
 Every bad input must exit non-zero with one line on stderr that names the problem, and leave no mount
 and no sftpfs process behind. A good mount returns 0 once it is mounted and goes away when unmounted.
 """
+import errno
 import os
 import socket
 import subprocess
@@ -109,8 +110,73 @@ def test_wrong_host_name(cli, remote):
 
 
 def test_refused_port(cli, remote):
-    cli.expect_failure([f"root@127.0.0.1:{remote}", str(cli.mountpoint)] + cli.ssh_args(port=free_port()),
-                       "refused")
+    port = free_port()
+    cli.expect_failure([f"root@127.0.0.1:{remote}", str(cli.mountpoint)] + cli.ssh_args(port=port),
+                       "refused", "nothing listens there", f"is {port} the right port? (ssh uses 22)")
+
+
+class NotSsh:
+    """A listener on a free 127.0.0.1 port that answers every connection as something other than sshd."""
+
+    def __init__(self, greeting: bytes):
+        import threading
+        self.greeting = greeting
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            with conn:
+                if self.greeting:
+                    conn.sendall(self.greeting)
+                    conn.settimeout(1)
+                    try:
+                        conn.recv(4096)  # the client's version line, then hang up as a mail server would
+                    except OSError:
+                        pass
+
+    def close(self):
+        self.sock.close()
+        self.thread.join(timeout=5)
+
+
+@pytest.mark.parametrize("greeting, said", [
+    (b"", "closed the connection without a word"),
+    (b"220 mail.example.org ESMTP Postfix\r\n", "its last line was '220 mail.example.org ESMTP Postfix'"),
+], ids=["closes", "smtp"])
+def test_port_that_is_not_an_ssh_server(cli, remote, greeting, said):
+    server = NotSsh(greeting)
+    try:
+        cli.expect_failure([f"root@127.0.0.1:{remote}", str(cli.mountpoint)] + cli.ssh_args(port=server.port),
+                           "not an SSH server", said, f"is {server.port} the right port? (ssh uses 22)")
+    finally:
+        server.close()
+
+
+def test_ssh_protocol_1_server_is_named(cli, remote):
+    server = NotSsh(b"SSH-1.5-OldServer\r\n")
+    try:
+        cli.expect_failure([f"root@127.0.0.1:{remote}", str(cli.mountpoint)] + cli.ssh_args(port=server.port),
+                           "only SSH protocol 1", "SSH-1.5-OldServer")
+    finally:
+        server.close()
+
+
+def test_server_without_sftp_subsystem(cli, remote, monkeypatch):
+    from conftest import private_sshd
+    monkeypatch.setenv("TEST_SSHD_SFTP_SERVER", "/nonexistent/sftp-server")
+    with private_sshd("sftpfs-nosftp-") as server:
+        cli.expect_failure([f"root@127.0.0.1:{remote}", str(cli.mountpoint)]
+                           + cli.ssh_args(port=server.port, key=server.key, known_hosts=server.known_hosts),
+                           "closed the SFTP channel", "is the sftp subsystem enabled on the server?")
 
 
 def test_wrong_user(cli, remote):
@@ -122,7 +188,65 @@ def test_wrong_key(cli, remote, tmp_path):
     key = tmp_path / "other_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     cli.expect_failure([f"root@127.0.0.1:{remote}", str(cli.mountpoint)] + cli.ssh_args(key=key),
-                       "Permission denied", str(key))
+                       "Permission denied", "server allows: publickey,password",
+                       f"tried: agent: SSH_AUTH_SOCK not set, {key}: not accepted")
+
+
+def fake_file(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+# Key files people give as IdentityFile that libssh2 cannot read: the message names the format and the
+# command that converts it.
+def make_key_file(kind: str, directory: Path) -> tuple[Path, list]:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(directory / "id")], check=True)
+    if kind == "rfc4716-public":
+        text = subprocess.run(["ssh-keygen", "-e", "-f", str(directory / "id.pub")], check=True,
+                              capture_output=True, text=True).stdout
+        assert text.startswith("---- BEGIN SSH2 PUBLIC KEY ----")
+        path = fake_file(directory / "id_rfc4716", text)
+        return path, ["SSH2 (RFC 4716)", "not a private key", f"ssh-keygen -i -f {path}"]
+    if kind == "openssh-public":
+        path = directory / "id.pub"
+        return path, ["OpenSSH public key (ssh-ed25519)", f"needs the private key ({directory / 'id'})"]
+    if kind == "putty":
+        path = fake_file(directory / "id.ppk", "PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\n"
+                                              "Comment: test\nPublic-Lines: 2\nAAAA\nAAAA\n")
+        return path, ["PuTTY private key", f"puttygen {path} -O private-openssh"]
+    if kind == "sshcom-private":
+        path = fake_file(directory / "id.ssh2", "---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----\n"
+                                               "Comment: \"test\"\nP2/56wAAAI4AAAA=\n"
+                                               "---- END SSH2 ENCRYPTED PRIVATE KEY ----\n")
+        return path, ["SSH2 (ssh.com) private key", f"ssh-keygen -i -f {path}"]
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["rfc4716-public", "openssh-public", "putty", "sshcom-private"])
+def test_key_file_libssh2_cannot_read_is_named(cli, remote, tmp_path, kind):
+    key, needles = make_key_file(kind, tmp_path)
+    cli.expect_failure([f"root@127.0.0.1:{remote}", str(cli.mountpoint)] + cli.ssh_args(key=key),
+                       "Permission denied", *needles)
+
+
+def test_dead_mount_of_ours_is_named(cli, mount, remote):
+    # attr_timeout=0: the kernel asks about the root at once, as it does once a dead mount's cache expired.
+    mountpoint = mount(remote, options=["attr_timeout=0"])  # sftpfs -f, our child
+    proc = mount.mounts[-1][1]
+    proc.kill()
+    proc.wait(timeout=10)
+    with pytest.raises(OSError) as dead:
+        os.stat(mountpoint)
+    assert dead.value.errno == errno.ENOTCONN
+    result = cli.run([f"root@127.0.0.1:{remote}", str(mountpoint)] + cli.ssh_args())
+    assert result.returncode == 1
+    assert result.stderr == (f"sftpfs: mount point {mountpoint}: a previous sftpfs mount is still there but dead "
+                             f"(its process has ended); unmount it with: fusermount3 -u {mountpoint}\n")
+    assert not processes_mentioning(str(mountpoint))
+    # The fixture unmounts it; the message's command is the one that works.
+    assert subprocess.run(["fusermount3", "-u", str(mountpoint)]).returncode == 0
+    assert not is_mounted(mountpoint)
 
 
 def test_unknown_host_key(cli, remote, tmp_path):
@@ -420,3 +544,33 @@ def test_uid_gid_umask_options(cli, remote):
         assert st.st_mode & 0o777 == 0o640
     finally:
         unmount_and_wait(cli.mountpoint)
+
+
+@pytest.mark.parametrize("default_permissions", [False, True], ids=["allow_other", "with_default_permissions"])
+def test_allow_other_needs_default_permissions(cli, remote, default_permissions):
+    """allow_other alone lets every local user act as the remote user (here: nobody reads root's 0600 file),
+    so it is warned about; with default_permissions the kernel checks owner and mode."""
+    import shutil
+    import tempfile
+    secret = remote / "secret"
+    secret.write_text("root only\n")
+    secret.chmod(0o600)
+    base = Path(tempfile.mkdtemp(prefix="allow-other-"))
+    base.chmod(0o755)  # other users must reach the mount point
+    mountpoint = base / "mnt"
+    mountpoint.mkdir()
+    options = "allow_other,default_permissions" if default_permissions else "allow_other"
+    try:
+        result = cli.run([f"root@127.0.0.1:{remote}", str(mountpoint)] + cli.ssh_args() + ["-o", options])
+        assert result.returncode == 0, result.stderr
+        warned = "allow_other without default_permissions" in result.stderr
+        assert warned == (not default_permissions), result.stderr
+        read = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                               "cat", str(mountpoint / "secret")], capture_output=True, text=True, timeout=30)
+        if default_permissions:
+            assert read.returncode != 0 and "Permission denied" in read.stderr, read
+        else:
+            assert read.stdout == "root only\n"
+    finally:
+        unmount_and_wait(mountpoint)
+        shutil.rmtree(base, ignore_errors=True)
