@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is needed, builds with ASan+UBSan, and runs every test:
 #   unit tests (codec, options, caches), transport and engine tests against a private sshd,
-#   filesystem tests through real FUSE mounts, and a bounded libFuzzer run on the reply decoder.
+#   filesystem tests through real FUSE mounts (the model-based random test among them, bounded by
+#   SFTPFS_MODEL_SECONDS per mode), and a bounded libFuzzer run on the reply decoder.
 # Every stage runs even when an earlier one fails; the exit code says whether all passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
