@@ -574,6 +574,25 @@ void split_user(std::string_view& text, std::string& user) {
   }
 }
 
+}  // namespace
+
+Status check_host_name(std::string_view host, std::string_view where) {
+  auto refuse = [&](const std::string& why) -> Status {
+    return usage_error("invalid host name '" + std::string(host) + "' in " + std::string(where) + ": " + why);
+  };
+  if (host.empty()) return refuse("it is empty");
+  // ssh -W and ProxyCommand's %h pass the host on: one starting with '-' would be taken for an option.
+  if (host[0] == '-') return refuse("a host name cannot start with '-'");
+  for (char c : host) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '-' ||
+              c == '_' || c == ':' || c == '%';  // ':' for IPv6 addresses, '%' for their zone
+    if (!ok) return refuse("host names hold only letters, digits, '.', '-', '_' (and ':' or '%' in IPv6 addresses)");
+  }
+  return {};
+}
+
+namespace {
+
 // Takes the host from the front of `text`: "[v6]" or up to ':'.
 Result<std::string> take_host(std::string_view& text, std::string_view whole) {
   std::string host;
@@ -589,6 +608,8 @@ Result<std::string> take_host(std::string_view& text, std::string_view whole) {
     text.remove_prefix(colon == std::string_view::npos ? text.size() : colon);
   }
   if (host.empty()) return usage_error("no host name in '" + std::string(whole) + "'");
+  // Refused before it is looked up anywhere (ssh_config, DNS, a proxy's command line).
+  if (Status ok = check_host_name(host, "'" + std::string(whole) + "'"); !ok) return ok.take_error();
   return host;
 }
 
@@ -899,6 +920,7 @@ Result<ResolvedSsh> resolve_ssh_options(const CommandLine& cl, const SshEnvironm
     auto host = expand_tokens(*v, tokens, "HostName");
     if (!host) return host.take_error();
     o.host = *host;
+    if (Status ok = check_host_name(o.host, "HostName"); !ok) return ok.take_error();
   } else {
     o.host = cl.remote.host;
   }

@@ -31,6 +31,9 @@ struct RemoteSpec {
 };
 Result<RemoteSpec> parse_remote(std::string_view text);     // [user@]host:[path]
 Result<RemoteSpec> parse_host_port(std::string_view text);  // [user@]host[:port]
+// A host name is refused before any lookup when it starts with '-' or holds characters no host name
+// has (see options.cpp); `where` names where it came from, for the message.
+Status check_host_name(std::string_view host, std::string_view where);
 
 struct CommandLine {
   Mode mode = Mode::mount;

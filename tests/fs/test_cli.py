@@ -574,3 +574,13 @@ def test_allow_other_needs_default_permissions(cli, remote, default_permissions)
     finally:
         unmount_and_wait(mountpoint)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("remote_spec", ["root@-oProxyCommand=sh:/srv", "bad host:/srv", "h;touch x:/srv", "[-1::]:/srv"])
+def test_host_names_no_host_has_are_refused_before_any_lookup(cli, remote_spec, tmp_path):
+    # Were the host used at all, this ProxyCommand would run (and leave its mark) to reach it.
+    marker = tmp_path / "proxy-ran"
+    cli.expect_failure([remote_spec, str(cli.mountpoint), "-o", f"ProxyCommand=touch {marker}"] + cli.ssh_args(),
+                       "invalid host name")
+    assert not marker.exists()
+

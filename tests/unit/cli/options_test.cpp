@@ -102,6 +102,27 @@ TEST(RemoteSpec, Errors) {
   EXPECT_FALSE(parse_remote("[::1]/x"));
 }
 
+TEST(RemoteSpec, HostNamesNoHostHasAreRefusedBeforeAnyLookup) {
+  for (const char* remote : {"-oProxyCommand=touch x:/p", "-host:", "ho st:", "host;rm:", "h$(id):", "a`b`:",
+                             "h|x:", "h\tx:", "h/x:", "[-1::]:/p", "u@-h:"}) {
+    auto r = parse_remote(remote);
+    ASSERT_FALSE(r) << remote;
+    EXPECT_NE(r.error().message.find("invalid host name"), std::string::npos) << r.error().message;
+  }
+  EXPECT_FALSE(parse_host_port("-evil"));
+  for (const char* remote : {"example.com:", "my_alias:", "10.0.0.1:/x", "[fe80::1%eth0]:", "host-1.example:"})
+    EXPECT_TRUE(parse_remote(remote)) << remote;
+  EXPECT_TRUE(check_host_name("a-b.c_d", "test"));
+  EXPECT_FALSE(check_host_name("", "test"));
+}
+
+TEST(SshKeys, HostNameFromTheConfigurationIsCheckedToo) {
+  auto cl = parse_ok({"srv:", "/m", "-o", "HostName=-oProxyCommand=x"});
+  auto resolved = resolve_ssh_options(cl, no_files_env());
+  ASSERT_FALSE(resolved);
+  EXPECT_NE(resolved.error().message.find("invalid host name"), std::string::npos) << resolved.error().message;
+}
+
 TEST(RemoteSpec, ProbeTarget) {
   auto plain = parse_host_port("host");
   ASSERT_TRUE(plain);
