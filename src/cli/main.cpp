@@ -28,6 +28,7 @@
 #include "client/client.hpp"
 #include "fs/errno_edge.hpp"
 #include "fs/filesystem.hpp"
+#include "fs/fuse_log.hpp"
 #include "ssh/prompt.hpp"
 #include "ssh/session.hpp"
 #include "util/log.hpp"
@@ -269,5 +270,6 @@ int main(int argc, char** argv) {
   sftpfs::ssh::global_init();
   // A closed pipe or socket is an error value, never a process-killing signal.
   std::signal(SIGPIPE, SIG_IGN);
+  sftpfs::fs::route_fuse_log();
   return sftpfs::cli::run(argc, argv);
 }

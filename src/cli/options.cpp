@@ -143,7 +143,7 @@ const OptionSpec kOptions[] = {
                 "operations fail with EIO until you remount");
        return {};
      }},
-    {"delay_connect", Takes::nothing, "sshfs", "sftpfs always connects before mounting, so errors show at once",
+    {"delay_connect", Takes::nothing, "sshfs", "sftpfs always connects before mounting, so problems show at once",
      accept_without_effect},
     {"no_check_root", Takes::nothing, "sshfs", "do not check that the remote directory exists",
      FLAG(s.cl.no_check_root)},
@@ -187,7 +187,7 @@ const OptionSpec kOptions[] = {
      [](ParseState&, std::string_view, std::string_view) -> Status {
        return usage_error("slave is not supported: sftpfs makes its own SSH connection");
      }},
-    {"sshfs_sync", Takes::nothing, "sshfs", "no effect: writes are pipelined and errors reported at flush/fsync/close",
+    {"sshfs_sync", Takes::nothing, "sshfs", "no effect: writes are pipelined; failures are reported at flush/fsync/close",
      accept_without_effect},
     {"no_readahead", Takes::nothing, "sshfs", "no read prefetching beyond what the kernel asks for",
      [](ParseState& s, std::string_view, std::string_view) -> Status {
@@ -1074,7 +1074,8 @@ Result<ResolvedSsh> resolve_ssh_options(const CommandLine& cl, const SshEnvironm
   for (const auto& [key, values] : settings.entries()) {
     bool acted = std::find(std::begin(kSshKeysWithEffect), std::end(kSshKeysWithEffect), key) !=
                  std::end(kSshKeysWithEffect);
-    if (!acted) LOG_DEBUG("ssh option %s=%s has no effect in sftpfs", key.c_str(), values.front().c_str());
+    // The key only: a value such as LogLevel's ERROR would put "error" in a log where nothing failed.
+    if (!acted) LOG_DEBUG("ssh option %s has no effect in sftpfs", key.c_str());
   }
   return resolved;
 }

@@ -584,3 +584,20 @@ def test_host_names_no_host_has_are_refused_before_any_lookup(cli, remote_spec, 
                        "invalid host name")
     assert not marker.exists()
 
+
+def test_debug_output_has_no_alarm_words_when_nothing_failed(mount, remote, tmp_path):
+    """-d with common sshfs options and a LogLevel line in the ssh configuration, then ordinary work
+    that succeeds (including requests the kernel expects to be refused, such as getxattr)."""
+    config = tmp_path / "ssh_config"
+    config.write_text("LogLevel ERROR\n")
+    mnt = mount(remote, options=["delay_connect", "sshfs_sync", "reconnect"], extra_args=["-d", "-F", str(config)])
+    (tmp_path / "src").write_bytes(b"data" * 1000)
+    subprocess.run(f"cp '{tmp_path}/src' '{mnt}/f' && ls -l '{mnt}' && cat '{mnt}/f' > /dev/null && "
+                   f"mkdir '{mnt}/d' && mv '{mnt}/f' '{mnt}/d/g' && rm -r '{mnt}/d' && ls '{mnt}/nothing-here' || true",
+                   shell=True, check=True, timeout=TIMEOUT, capture_output=True)
+    log = next(tmp_path.glob("mnt-*.log"))
+    mount.unmount(mnt)
+    text = log.read_text()
+    assert "opcode: GETXATTR" in text and "unique:" in text  # the debug output is there
+    lines = [line for line in text.splitlines() if "error" in line.lower()]
+    assert lines == [], "\n".join(lines)
