@@ -12,6 +12,8 @@ packages=(
   # integration tests: a private sshd, ordinary tools used on the mount
   openssh-server openssh-client openssh-sftp-server rsync tar coreutils findutils python3 python3-pytest
   procps psmisc util-linux sudo
+  # mount(8) and systemd tests: the fstab generator and `systemd --test`
+  mount systemd
   # benchmarks: sshfs to compare against, fio for random reads
   sshfs fio
 )

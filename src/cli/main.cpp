@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "cli/daemon.hpp"
+#include "cli/notify.hpp"
 #include "cli/options.hpp"
 #include "cli/probe.hpp"
 #include "cli/transfer.hpp"
@@ -184,6 +185,7 @@ int run_mount(const CommandLine& cl, const ssh::SessionOptions& session) {
     else print_error(prepared.error().message);
     return 1;  // the filesystem (if mounted) and the client are torn down on the way out
   }
+  if (!background) notify_systemd("READY=1");  // a Type=notify service runs sftpfs -f
   return filesystem->serve();
 }
 

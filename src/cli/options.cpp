@@ -561,6 +561,11 @@ std::vector<std::string> split_option_list(std::string_view text) {
   return items;
 }
 
+bool is_known_option(std::string_view item) {
+  std::string_view name = item.substr(0, item.find('='));
+  return find_option(name) || find_ssh_key(name) || name.substr(0, 2) == "x-" || name == "comment";
+}
+
 namespace {
 
 // Splits "[user@]rest": the last '@' before the host separates the user (user names may contain '@').

@@ -60,6 +60,10 @@ std::string help_text();
 // Splits one -o argument at commas; "\," is a literal comma (as libfuse's option parser allows).
 std::vector<std::string> split_option_list(std::string_view text);
 
+// Whether -o ITEM names an option sftpfs knows (its own, sshfs's, FUSE's, an fstab word or an ssh_config
+// key); the value is not checked. mount.sftpfs -s (sloppy) drops the unknown ones.
+bool is_known_option(std::string_view item);
+
 // Where ssh_config comes from and what its tokens expand to.
 struct SshEnvironment {
   std::string home;

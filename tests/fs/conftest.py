@@ -33,6 +33,33 @@ def sftpfs_binary() -> str:
     return path
 
 
+def helper_binary() -> str:
+    """mount.sftpfs: $SFTPFS_HELPER, else beside the sftpfs binary (the build makes both)."""
+    path = os.environ.get("SFTPFS_HELPER") or str(Path(sftpfs_binary()).parent / "mount.sftpfs")
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"mount.sftpfs not found at {path}: build it or set SFTPFS_HELPER")
+    return path
+
+
+@contextlib.contextmanager
+def machine_lock(path):
+    """An exclusive lock shared by every test run on this machine (several of us run tests at once)."""
+    import fcntl
+    with open(path, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+# Held while /sbin/mount.sftpfs and /sbin/mount.fuse.sftpfs are a test's (the mount-helper tests link
+# them to this build, the package test installs them); taken before TEST_USER_LOCK when both are needed.
+HELPER_LOCK = "/tmp/sftpfs-mount-helper.lock"
+# Held while a test changes the test user sftpfs-test (password, ~/.ssh).
+TEST_USER_LOCK = "/tmp/sftpfs-test-user.lock"
+
+
 def is_mounted(mountpoint) -> bool:
     target = os.path.realpath(str(mountpoint))
     with open("/proc/mounts") as mounts:

@@ -601,3 +601,27 @@ def test_debug_output_has_no_alarm_words_when_nothing_failed(mount, remote, tmp_
     assert "opcode: GETXATTR" in text and "unique:" in text  # the debug output is there
     lines = [line for line in text.splitlines() if "error" in line.lower()]
     assert lines == [], "\n".join(lines)
+
+
+@pytest.mark.parametrize("abstract", [False, True], ids=["path", "abstract"])
+def test_foreground_mount_tells_systemd_when_ready(cli, remote, tmp_path, abstract):
+    """A Type=notify service runs `sftpfs -f`: READY=1 goes to $NOTIFY_SOCKET once the mount is there."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    if abstract:
+        name = f"@sftpfs-notify-test-{os.getpid()}"
+        sock.bind("\0" + name[1:])
+    else:
+        name = str(tmp_path / "notify")
+        sock.bind(name)
+    sock.settimeout(TIMEOUT)
+    proc = subprocess.Popen([sftpfs_binary(), f"root@127.0.0.1:{remote}", str(cli.mountpoint), "-f"] + cli.ssh_args(),
+                            env=dict(cli.env, NOTIFY_SOCKET=name), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert sock.recv(4096) == b"READY=1"
+        assert is_mounted(cli.mountpoint)  # told only once mounted
+    finally:
+        subprocess.run(["fusermount3", "-u", str(cli.mountpoint)], capture_output=True)
+        proc.wait(timeout=15)
+        sock.close()
+    assert proc.returncode == 0
