@@ -14,6 +14,8 @@ packages=(
   procps psmisc util-linux sudo
   # mount(8) and systemd tests: the fstab generator and `systemd --test`
   mount systemd
+  # the Debian package (scripts/package.sh) and its test: build it, check it, read its manual pages
+  dpkg-dev debhelper lintian rsync man-db groff-base
   # benchmarks: sshfs to compare against, fio for random reads
   sshfs fio
 )
