@@ -1,0 +1,372 @@
+// Directories: mkdir, rmdir, opendir, readdir(plus), releasedir, and listings read ahead.
+#include "fs/filesystem_impl.hpp"
+
+namespace sftpfs::fs {
+
+void Filesystem::Impl::dir_has_entries(const std::string& path, std::function<void(Result<bool>)> done) {
+  client->opendir(path, tracked([this, done = std::move(done)](Result<client::FileRef> dir) mutable {
+    if (!dir) return done(dir.take_error());
+    auto file = *dir;
+    read_until_entry(file, std::move(done));
+  }));
+}
+
+void Filesystem::Impl::read_until_entry(client::FileRef dir, std::function<void(Result<bool>)> done) {
+  client->readdir(dir, tracked([this, dir, done = std::move(done)](Result<std::vector<sftp::NameEntry>> r) mutable {
+    if (!r) {
+      close_quietly(dir);
+      return done(r.take_error());
+    }
+    if (r->empty()) {
+      close_quietly(dir);
+      return done(false);
+    }
+    for (const auto& n : *r) {
+      if (n.filename != "." && n.filename != "..") {
+        close_quietly(dir);
+        return done(true);
+      }
+    }
+    read_until_entry(dir, std::move(done));
+  }));
+}
+
+void Filesystem::Impl::mkdir(fuse_req_t req, Ino parent, const char* name, mode_t mode) {
+  if (name_too_long(name)) return (void)fuse_reply_err(req, ENAMETOOLONG);
+  auto path = inodes.child_path(parent, name);
+  if (!path) return (void)fuse_reply_err(req, ENOENT);
+  std::string p = *path, n = name;
+  sftp::Attrs attrs;
+  attrs.set_permissions(mode & 07777);
+  create_and_stat(
+      req, parent, n, p,
+      [this, p, attrs](size_t connection, client::Done done) { client->mkdir_on(connection, p, attrs, std::move(done)); },
+      [this, parent, n, p](fuse_req_t rq, const sftp::Attrs& a) {
+        caches.added(p, a);
+        caches.created_empty_dir(p);  // lookups inside are answered here until something is added
+        reply_entry(rq, parent, n, a);
+      });
+}
+
+void Filesystem::Impl::rmdir(fuse_req_t req, Ino parent, const char* name) {
+  auto path = inodes.child_path(parent, name);
+  if (!path) return (void)fuse_reply_err(req, ENOENT);
+  std::string p = *path, n = name;
+  client->rmdir(p, tracked([this, req, parent, n, p](Status s) {
+    if (s) {
+      caches.removed(p);
+      inodes.unlink(parent, n);
+      return (void)fuse_reply_err(req, 0);
+    }
+    caches.changed_tree(p);
+    Error error = s.take_error();
+    if (!is_status(error, sftp::SSH_FX_FAILURE)) return reply_error(req, error);
+    // Servers say FAILURE for ENOTEMPTY: look.
+    dir_has_entries(p, [this, req, error](Result<bool> has) {
+      if (has && *has) return (void)fuse_reply_err(req, ENOTEMPTY);
+      reply_error(req, error);
+    });
+  }));
+}
+
+void Filesystem::Impl::opendir(fuse_req_t req, Ino ino, fuse_file_info* fi) {
+  auto path = inodes.path(ino);
+  if (!path) return (void)fuse_reply_err(req, ENOENT);
+  auto dir = std::make_shared<DirHandle>(ino, *path);
+  dir->in_flight_limit = kReaddirInitialInFlight;
+  if (auto listing = caches.listing_for_readdir(*path)) {
+    dir->listing = *listing;
+    dir->complete = true;
+    fi->fh = register_handle(dir, ino);
+    if (fuse_reply_open(req, fi) != 0) unregister_handle(fi->fh);
+    read_subdirectories_ahead(*path, *listing);
+    return;
+  }
+  dir->stamp = caches.listing_stamp();
+  // A listing being read ahead for this directory: wait for it rather than read it twice.
+  if (auto ahead = listing_being_read(*path)) {
+    std::shared_ptr<DirHandle> pending = ahead;
+    fi->fh = register_handle(pending_view(pending, ino), ino);
+    if (fuse_reply_open(req, fi) != 0) unregister_handle(fi->fh);
+    return;
+  }
+  fuse_file_info info = *fi;
+  client->opendir(*path, tracked([this, req, dir, info](Result<client::FileRef> r) mutable {
+    if (!r) return reply_error(req, r.error());
+    {
+      std::lock_guard lock(dir->mutex);
+      dir->remote = *r;
+    }
+    info.fh = register_handle(dir, dir->ino);
+    // Start reading at once: the first readdir usually follows immediately.
+    fetch_more(dir);
+    if (fuse_reply_open(req, &info) != 0) release_dir(info.fh);
+  }));
+}
+
+std::shared_ptr<DirHandle> Filesystem::Impl::listing_being_read(const std::string& path) {
+  std::lock_guard lock(ahead_mutex);
+  auto it = listings_ahead.find(path);
+  return it == listings_ahead.end() ? nullptr : it->second;
+}
+
+std::shared_ptr<DirHandle> Filesystem::Impl::pending_view(const std::shared_ptr<DirHandle>& ahead, Ino ino) {
+  auto view = std::make_shared<DirHandle>(ino, ahead->path);
+  bool done = false;
+  {
+    std::lock_guard lock(ahead->mutex);
+    if (ahead->complete) {
+      done = true;
+    } else {
+      ahead->on_complete.push_back([this, ahead, view] { copy_completion(*ahead, *view); });
+    }
+  }
+  if (done) copy_completion(*ahead, *view);
+  return view;
+}
+
+void Filesystem::Impl::copy_completion(DirHandle& from, DirHandle& to) {
+  DirListing listing;
+  std::optional<Error> error;
+  {
+    std::lock_guard lock(from.mutex);
+    listing = from.listing;
+    error = from.error;
+  }
+  std::vector<std::function<void()>> waiters;
+  {
+    std::lock_guard lock(to.mutex);
+    to.listing = listing ? listing : std::make_shared<const std::vector<DirEntry>>();
+    to.error = error;
+    to.complete = true;
+    waiters.swap(to.on_complete);
+  }
+  for (auto& w : waiters) w();
+  if (!error) read_subdirectories_ahead(to.path, listing);  // the application walks on
+}
+
+void Filesystem::Impl::read_listing_ahead(const std::string& path) {
+  if (!opt.cache || !caches.dirs.enabled() || opt.follow_symlinks) return;
+  if (caches.dirs.get(path)) return;
+  auto dir = std::make_shared<DirHandle>(0, path);
+  dir->in_flight_limit = kReaddirInitialInFlight;
+  dir->stamp = caches.listing_stamp();
+  {
+    std::lock_guard lock(ahead_mutex);
+    if (listings_ahead.size() >= kMaxListingsAhead || listings_ahead.count(path)) return;
+    listings_ahead.emplace(path, dir);
+    dir->on_complete.push_back([this, path] {
+      std::lock_guard l(ahead_mutex);
+      listings_ahead.erase(path);
+    });
+  }
+  client->opendir(path, tracked([this, dir](Result<client::FileRef> r) {
+    if (!r) {
+      {
+        std::lock_guard lock(dir->mutex);
+        dir->error = r.error();
+      }
+      return finish_listing(dir);
+    }
+    {
+      std::lock_guard lock(dir->mutex);
+      dir->remote = *r;
+    }
+    fetch_more(dir);
+  }));
+}
+
+void Filesystem::Impl::read_subdirectories_ahead(const std::string& path, const DirListing& listing) {
+  if (!listing || !opt.cache) return;
+  size_t started = 0;
+  for (const auto& e : *listing) {
+    if (started >= kMaxSubdirsAhead) break;
+    if (!e.attrs.has(sftp::SSH_FILEXFER_ATTR_PERMISSIONS) || !S_ISDIR(e.attrs.permissions)) continue;
+    read_listing_ahead(InodeTable::join(path, e.name));
+    ++started;
+  }
+}
+
+int Filesystem::Impl::initial_readdir_window(const std::string& path) {
+  auto cached = caches.attrs.get(path);
+  if (!cached || !cached->attrs.has(sftp::SSH_FILEXFER_ATTR_SIZE)) return kReaddirInitialInFlight;
+  uint64_t guess = cached->attrs.size / 2048;
+  return static_cast<int>(std::clamp<uint64_t>(guess, kReaddirInitialInFlight, kReaddirMaxInFlight));
+}
+
+void Filesystem::Impl::fetch_more(const std::shared_ptr<DirHandle>& dir) {
+  for (;;) {
+    uint64_t seq;
+    client::FileRef remote;
+    {
+      std::lock_guard lock(dir->mutex);
+      if (dir->issued == 0) dir->in_flight_limit = initial_readdir_window(dir->path);
+      if (dir->eof || dir->error || !dir->remote || dir->outstanding >= dir->in_flight_limit) return;
+      seq = dir->issued++;
+      ++dir->outstanding;
+      remote = dir->remote;
+    }
+    client->readdir(remote, tracked([this, dir, seq](Result<std::vector<sftp::NameEntry>> r) {
+      bool done = false;
+      {
+        std::lock_guard lock(dir->mutex);
+        --dir->outstanding;
+        if (!r) {
+          if (!dir->eof && !dir->error) dir->error = r.error();
+        } else if (r->empty()) {
+          dir->eof = true;
+        } else {
+          dir->batches.emplace(seq, std::move(*r));
+          dir->in_flight_limit = std::min(kReaddirMaxInFlight, dir->in_flight_limit + kReaddirGrowth);
+        }
+        done = (dir->eof || dir->error) && dir->outstanding == 0;
+      }
+      if (done) return finish_listing(dir);
+      fetch_more(dir);
+    }));
+  }
+}
+
+void Filesystem::Impl::finish_listing(const std::shared_ptr<DirHandle>& dir) {
+  std::map<uint64_t, std::vector<sftp::NameEntry>> batches;
+  client::FileRef remote;
+  std::optional<Error> error;
+  {
+    std::lock_guard lock(dir->mutex);
+    batches.swap(dir->batches);
+    remote = std::move(dir->remote);
+    dir->remote.reset();
+    error = dir->error;
+  }
+  close_quietly(remote);
+  auto entries = std::make_shared<std::vector<DirEntry>>();
+  if (!error) {
+    for (auto& [seq, names] : batches) {
+      for (auto& n : names) {
+        if (n.filename == "." || n.filename == "..") continue;
+        // Never trust names from the server: one with a '/' (or none at all) is not an entry here.
+        if (n.filename.empty() || n.filename.find('/') != std::string::npos ||
+            n.filename.find('\0') != std::string::npos) {
+          LOG_WARN("ignoring invalid name in listing of %s", dir->path.c_str());
+          continue;
+        }
+        entries->push_back(DirEntry{std::move(n.filename), n.attrs, longname_link_count(n.longname).value_or(0)});
+      }
+    }
+    caches.put_listing_since(dir->path, entries, dir->stamp, dir->ino == 0);
+  }
+  std::vector<std::function<void()>> waiters;
+  {
+    std::lock_guard lock(dir->mutex);
+    dir->listing = entries;
+    dir->complete = true;
+    waiters.swap(dir->on_complete);
+  }
+  for (auto& w : waiters) w();
+  // The application reads this directory: it will likely read its subdirectories next.
+  if (!error && dir->ino != 0) read_subdirectories_ahead(dir->path, entries);
+}
+
+void Filesystem::Impl::readdir(fuse_req_t req, Ino, size_t size, off_t off, fuse_file_info* fi, bool plus) {
+  auto dir = dir_handle(fi);
+  if (!dir) return (void)fuse_reply_err(req, EBADF);
+  auto serve = [this, req, dir, size, off, plus] { serve_readdir(req, dir, size, off, plus); };
+  {
+    std::lock_guard lock(dir->mutex);
+    if (!dir->complete) {
+      dir->on_complete.push_back(serve);
+      return;
+    }
+  }
+  serve();
+}
+
+void Filesystem::Impl::serve_readdir(fuse_req_t req, const std::shared_ptr<DirHandle>& dir, size_t size, off_t off, bool plus) {
+  DirListing listing;
+  std::optional<Error> error;
+  {
+    std::lock_guard lock(dir->mutex);
+    listing = dir->listing;
+    error = dir->error;
+  }
+  if (error) return reply_error(req, *error);
+  std::vector<char> buf(size);
+  size_t used = 0;
+  size_t total = 2 + listing->size();
+  for (size_t index = off < 0 ? 0 : static_cast<size_t>(off); index < total; ++index) {
+    char* p = buf.data() + used;
+    size_t room = size - used;
+    off_t next = static_cast<off_t>(index + 1);
+    if (index < 2) {
+      const char* name = index == 0 ? "." : "..";
+      Ino ino = index == 0 ? dir->ino : inodes.parent_of(dir->ino).value_or(dir->ino);
+      struct stat st {};
+      st.st_ino = ino;
+      st.st_mode = S_IFDIR;
+      size_t n;
+      if (plus) {
+        fuse_entry_param e;
+        std::memset(&e, 0, sizeof e);  // ino 0: the kernel takes no reference for . and ..
+        e.attr = st;
+        n = fuse_add_direntry_plus(req, p, room, name, &e, next);
+      } else {
+        n = fuse_add_direntry(req, p, room, name, &st, next);
+      }
+      if (n > room) break;
+      used += n;
+      continue;
+    }
+    const DirEntry& entry = (*listing)[index - 2];
+    const char* name = entry.name.c_str();
+    mode_t type = entry.attrs.has(sftp::SSH_FILEXFER_ATTR_PERMISSIONS) ? (entry.attrs.permissions & S_IFMT) : 0;
+    if (!plus) {
+      struct stat st {};
+      st.st_ino = inodes.find(dir->ino, entry.name).value_or(kUnknownIno);
+      st.st_mode = type;
+      size_t n = fuse_add_direntry(req, p, room, name, &st, next);
+      if (n > room) break;
+      used += n;
+      continue;
+    }
+    size_t needed = fuse_add_direntry_plus(req, nullptr, 0, name, nullptr, 0);
+    if (needed > room) break;
+    fuse_entry_param e;
+    std::memset(&e, 0, sizeof e);
+    // With follow_symlinks a link shows its target's attributes, which READDIR does not carry:
+    // leave such entries (and entries without a type) to a lookup.
+    bool usable = type != 0 && !(opt.follow_symlinks && S_ISLNK(type));
+    if (usable) {
+      int err = 0;
+      if (!make_entry(dir->ino, entry.name, entry.attrs, entry.nlink, e, &err)) {
+        std::memset(&e, 0, sizeof e);
+        usable = false;
+      }
+    }
+    if (!usable) {
+      e.attr.st_ino = inodes.find(dir->ino, entry.name).value_or(kUnknownIno);
+      e.attr.st_mode = type;
+    }
+    used += fuse_add_direntry_plus(req, p, room, name, &e, next);
+  }
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+void Filesystem::Impl::release_dir(uint64_t fh) {
+  auto base = unregister_handle(fh);
+  if (!base || !base->is_dir) return;
+  auto dir = std::static_pointer_cast<DirHandle>(base);
+  client::FileRef remote;
+  {
+    std::lock_guard lock(dir->mutex);
+    // Still fetching: the fetch closes the handle when it ends.
+    if (dir->complete) remote = std::move(dir->remote);
+  }
+  close_quietly(remote);
+}
+
+void Filesystem::Impl::releasedir(fuse_req_t req, Ino, fuse_file_info* fi) {
+  release_dir(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+}  // namespace sftpfs::fs

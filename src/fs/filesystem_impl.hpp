@@ -1,0 +1,364 @@
+// Filesystem::Impl, shared by the files that implement the FUSE operations (one concern each):
+//   filesystem.cpp       construction, init, mount, serve() and the fuse_lowlevel_ops table
+//   handle_registry.cpp  open file and directory handles, outstanding client calls
+//   attributes.cpp       getattr, setattr, statfs and the kernel's view of attributes
+//   names.cpp            lookup, forget, readlink, mknod, symlink, unlink, rename, link; entry replies
+//   directories.cpp      mkdir, rmdir, opendir, readdir(plus), releasedir, listings read ahead
+//   file_io.cpp          open, create, read, flush, release, fsync, copy_file_range
+//   write_behind.cpp     write, write floors, striped writes, waiting for writes in flight
+// Internal to src/fs: nothing outside this directory includes it.
+//
+// Every operation checks its arguments, issues client calls and returns; the reply to the kernel is
+// made from the completion callback, on a connection's I/O thread. No thread ever waits on the
+// network: the FUSE loop threads only dispatch.
+//
+// Lock order: there is none to get wrong, by design. Every mutex here (inode table, each cache, each
+// handle, the handle registry, the write floors, the call counter) is a leaf: code holding one takes
+// no other, calls no client function and replies to no request while holding it.
+#pragma once
+
+#include <linux/fs.h>  // RENAME_NOREPLACE, RENAME_EXCHANGE
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <ctime>
+#include <unordered_map>
+
+#include "fs/attr_map.hpp"
+#include "fs/cache.hpp"
+#include "fs/errno_edge.hpp"
+#include "fs/filesystem.hpp"
+#include "fs/fuse_api.hpp"
+#include "fs/handles.hpp"
+#include "fs/inode_table.hpp"
+#include "fs/prefetcher.hpp"
+#include "fs/write_order.hpp"
+#include "util/log.hpp"
+
+namespace sftpfs::fs {
+
+// Bytes a handle may have sent and not yet confirmed before the kernel's write requests wait for
+// their own replies: covers 100 MB/s at 80 ms RTT, bounded so a slow server cannot make us buffer
+// a whole file. A handle writing over several connections may have this much per connection.
+constexpr uint64_t kWriteBehindBytes = 8u << 20;
+// max_conns > 1: after this many bytes written through a handle, the file is opened for writing on
+// the other connections too (a small file is not worth the extra OPENs), and writes are spread over
+// them in granules of this size (the kernel's largest write, so one kernel write is one piece).
+constexpr uint64_t kWriteStripeAfter = 8u << 20;
+constexpr uint64_t kWriteStripeGranule = 1u << 20;
+// READDIR requests in flight on one directory handle: 8 at first (a small directory costs at most 7
+// tiny requests answered with a bare EOF), two more for every reply that carried entries, up to 64:
+// the window triples each round trip, so a 10,000-entry directory (OpenSSH sends up to 100 entries
+// per reply) takes ~3 round trips instead of 100 one at a time or 25 with a fixed 4.
+constexpr int kReaddirInitialInFlight = 8;
+constexpr int kReaddirGrowth = 2;
+constexpr int kReaddirMaxInFlight = 64;
+// NAME_MAX: longer names are refused before anything is sent.
+constexpr size_t kNameMax = 255;
+// d_ino for a plain READDIR entry that has no node yet (as libfuse's high-level API uses).
+constexpr ino_t kUnknownIno = 0xffffffff;
+// Largest WRITE the kernel sends us; the client splits it into pipelined SFTP WRITEs.
+constexpr unsigned kMaxWrite = 1u << 20;
+
+inline double seconds(std::chrono::milliseconds ms) { return static_cast<double>(ms.count()) / 1000.0; }
+
+inline bool name_too_long(const char* name) { return std::strlen(name) > kNameMax; }
+
+inline bool is_status(const Error& e, uint32_t code) {
+  return e.kind == Error::Kind::sftp_status && e.code == code;
+}
+
+// Two requests sent back to back; `done(first, second)` runs once both have answered, on the thread
+// of the later answer.
+template <class A, class B>
+std::pair<std::function<void(A)>, std::function<void(B)>> joined(std::function<void(A, B)> done) {
+  struct State {
+    std::mutex mutex;
+    std::optional<A> a;
+    std::optional<B> b;
+    int left = 2;
+    std::function<void(A, B)> done;
+  };
+  auto state = std::make_shared<State>();
+  state->done = std::move(done);
+  auto first = [state](A a) {
+    {
+      std::lock_guard lock(state->mutex);
+      state->a.emplace(std::move(a));
+      if (--state->left != 0) return;
+    }
+    state->done(std::move(*state->a), std::move(*state->b));
+  };
+  auto second = [state](B b) {
+    {
+      std::lock_guard lock(state->mutex);
+      state->b.emplace(std::move(b));
+      if (--state->left != 0) return;
+    }
+    state->done(std::move(*state->a), std::move(*state->b));
+  };
+  return {first, second};
+}
+
+struct Filesystem::Impl {
+  Impl(std::shared_ptr<client::Client> c, FsOptions o)
+      : client(std::move(c)),
+        opt(std::move(o)),
+        inodes(opt.remote_root),
+        caches(cache_config(opt), steady_clock_fn()),
+        prefetch_budget(std::make_shared<PrefetchBudget>(opt.prefetch ? opt.prefetch_budget : 0)) {
+    entry_timeout = opt.cache ? seconds(opt.entry_timeout) : 0.0;
+    attr_timeout = opt.cache ? seconds(opt.attr_timeout) : 0.0;
+    // A missing name is never remembered longer than a present one: "other clients' changes show
+    // within the cache timeout" must hold for creations too.
+    negative_timeout = opt.cache ? std::min({seconds(opt.negative_timeout), entry_timeout, seconds(opt.dir_timeout)}) : 0.0;
+  }
+
+  static Caches::Config cache_config(const FsOptions& o) {
+    Caches::Config c;
+    if (o.cache) {
+      c.attr_ttl = o.attr_timeout;
+      c.dir_ttl = o.dir_timeout;
+      c.negative_ttl = std::min({o.negative_timeout, o.entry_timeout, o.dir_timeout});
+      c.max_dirs = std::max<size_t>(1, o.dir_cache_max_entries);
+    }
+    return c;
+  }
+
+  std::shared_ptr<client::Client> client;
+  FsOptions opt;
+  InodeTable inodes;
+  Caches caches;
+  double entry_timeout = 0, attr_timeout = 0, negative_timeout = 0;
+  std::shared_ptr<PrefetchBudget> prefetch_budget;
+
+  struct fuse_session* session = nullptr;
+  bool mounted = false;
+  bool signals_set = false;
+  std::string mountpoint;
+
+  // ---- outstanding client calls: the filesystem is not torn down while a callback may still run ----
+  std::mutex calls_mutex;  // leaf
+  std::condition_variable calls_cv;
+  uint64_t calls = 0;
+
+  void begin_call() {
+    std::lock_guard lock(calls_mutex);
+    ++calls;
+  }
+  void end_call() {
+    std::lock_guard lock(calls_mutex);
+    if (--calls == 0) calls_cv.notify_all();
+  }
+  void wait_for_calls();
+  // Wraps a completion callback so the call counts as outstanding until the callback has run.
+  template <class F>
+  auto tracked(F f) {
+    begin_call();
+    return [this, f = std::move(f)](auto result) mutable {
+      f(std::move(result));
+      end_call();
+    };
+  }
+
+  // ---- handle registry ----
+  std::mutex handles_mutex;  // leaf
+  std::unordered_map<HandleBase*, std::shared_ptr<HandleBase>> handles;
+  std::unordered_map<Ino, std::vector<std::weak_ptr<FileHandle>>> open_files;
+
+  uint64_t register_handle(std::shared_ptr<HandleBase> h, Ino ino);
+  std::shared_ptr<HandleBase> unregister_handle(uint64_t fh);
+  std::shared_ptr<FileHandle> file_handle(const fuse_file_info* fi);
+  std::shared_ptr<DirHandle> dir_handle(const fuse_file_info* fi);
+  std::vector<std::shared_ptr<FileHandle>> files_of(Ino ino);
+
+  // ---- writes in flight per connection, and the renames/removals that can change what a path names ----
+  WriteOrder write_order;
+  // A name change through this mount is running or happened: an extra handle opened by path while it
+  // could have run might be another file. Counted from before the request is sent to after its reply.
+  std::atomic<uint64_t> namespace_changes{0};
+  std::atomic<int> namespace_changes_running{0};
+  struct NamespaceChange {
+    explicit NamespaceChange(Impl* i) : impl(i) {
+      impl->namespace_changes_running.fetch_add(1);
+      impl->namespace_changes.fetch_add(1);
+    }
+    ~NamespaceChange() {
+      impl->namespace_changes.fetch_add(1);
+      impl->namespace_changes_running.fetch_sub(1);
+    }
+    NamespaceChange(const NamespaceChange&) = delete;
+    NamespaceChange& operator=(const NamespaceChange&) = delete;
+    Impl* impl;
+  };
+
+  // ---- write floors: while writes to an inode are in flight the server's size lags behind what the
+  // application wrote; the size we report is never below what was acknowledged ----
+  struct Floor {
+    uint64_t size = 0;
+    uint64_t pending = 0;
+  };
+  std::mutex floors_mutex;  // leaf
+  std::unordered_map<Ino, Floor> floors;
+
+  void floor_write_sent(Ino ino, uint64_t end, uint64_t bytes);
+  void floor_write_done(Ino ino, uint64_t bytes);
+  void floor_truncate(Ino ino, uint64_t size);
+  std::optional<uint64_t> floor_of(Ino ino);
+
+  // ---- data freshness: prefetched bytes and size hints of open files ----
+
+  // Something this mount did changed the file's bytes (write, truncation, server-side copy): drop
+  // what every open handle of it prefetched.
+  void data_changed(Ino ino);
+
+  // Attributes of a regular file arrived: a size or mtime other than the one an open handle saw means
+  // the file changed (possibly elsewhere), so its prefetched bytes may be stale.
+  void note_file_attrs(Ino ino, const sftp::Attrs& attrs);
+
+  // Reads [off, off+length) exactly as client->read does (short only at end of file). When the
+  // handle expects the file to end inside the range, the part before the end and the part after go
+  // out together: the end of file is then learned in the same round trip instead of by a second READ
+  // after a short reply.
+  void read_range(const std::shared_ptr<FileHandle>& h, uint64_t off, uint32_t length,
+                  client::Callback<sftp::Bytes> done);
+
+  // Segments of a long sequential read, spread over every connection (see FileHandle::stripes).
+  static constexpr uint64_t kStripeAfter = 8u << 20;  // only reads this long are worth extra OPENs
+  void read_segment(const std::shared_ptr<FileHandle>& h, uint64_t off, uint32_t length,
+                    client::Callback<sftp::Bytes> done);
+
+  // A read must not overtake a write of the same bytes still in flight on another connection: it
+  // waits for it (WriteOrder), or goes behind it when it is on the read's own connection.
+  void read_range_on(const std::shared_ptr<FileHandle>& h, const client::FileRef& remote, uint64_t off,
+                     uint32_t length, client::Callback<sftp::Bytes> done);
+  void read_range_now(const std::shared_ptr<FileHandle>& h, const client::FileRef& remote, uint64_t off,
+                      uint32_t length, client::Callback<sftp::Bytes> done);
+  void direct_read(fuse_req_t req, const std::shared_ptr<FileHandle>& h, uint64_t off, uint32_t length);
+
+  // ---- replies ----
+  void reply_error(fuse_req_t req, const Error& e);
+
+  // The kernel's view of attributes: link count learned before, size floor while writes are in flight.
+  Result<struct stat> kernel_stat(Ino ino, const sftp::Attrs& attrs, uint32_t nlink_hint);
+  void reply_attr(fuse_req_t req, Ino ino, const sftp::Attrs& attrs, uint32_t nlink_hint = 0);
+
+  // Fills an entry for parent/name, taking one lookup reference. Returns the node, or nullopt (and an
+  // errno in *err) when the entry cannot be made.
+  std::optional<Ino> make_entry(Ino parent, const std::string& name, const sftp::Attrs& attrs, uint32_t nlink_hint,
+                                fuse_entry_param& e, int* err);
+  void reply_entry(fuse_req_t req, Ino parent, const std::string& name, const sftp::Attrs& attrs,
+                   uint32_t nlink_hint = 0);
+  void reply_negative(fuse_req_t req);
+
+  // ---- small client helpers ----
+  void stat_path(const std::string& path, client::Callback<sftp::Attrs> done);
+
+  // Attributes of a node: the cache, else the server (by path, or through an open handle when the
+  // node has no path any more: an unlinked open file).
+  void node_attrs(Ino ino, const fuse_file_info* fi, client::Callback<sftp::Attrs> done);
+  void close_quietly(const client::FileRef& file);
+
+  // Whether a directory has entries besides . and .. (for the ENOTEMPTY that servers report as FAILURE).
+  void dir_has_entries(const std::string& path, std::function<void(Result<bool>)> done);
+  void read_until_entry(client::FileRef dir, std::function<void(Result<bool>)> done);
+
+  // Runs `fn` once no write to `ino` is in flight on any handle.
+  void when_inode_drained(Ino ino, std::function<void()> fn);
+  void when_drained(const std::shared_ptr<FileHandle>& h, std::function<void()> fn);
+  std::optional<Error> take_write_error(const std::shared_ptr<FileHandle>& h);
+
+  // ================= operations =================
+
+  void init(fuse_conn_info* conn);
+  void lookup(fuse_req_t req, Ino parent, const char* name);
+  void forget(Ino ino, uint64_t nlookup);
+  void getattr(fuse_req_t req, Ino ino, fuse_file_info* fi);
+  void setattr(fuse_req_t req, Ino ino, const struct stat* attr, int to_set, fuse_file_info* fi);
+  void readlink(fuse_req_t req, Ino ino);
+
+  // A creating request (MKDIR, SYMLINK, hardlink) and the LSTAT of its result, sent back to back on
+  // one connection: the server answers them in order, so the entry costs one round trip. When the
+  // request fails with the catch-all FAILURE, the LSTAT also says whether the name exists (EEXIST).
+  using SendCreating = std::function<void(size_t connection, client::Done done)>;
+  void create_and_stat(fuse_req_t req, Ino parent, const std::string& name, const std::string& path,
+                       SendCreating send, std::function<void(fuse_req_t, const sftp::Attrs&)> on_created);
+  void mknod(fuse_req_t req, Ino parent, const char* name, mode_t mode, dev_t);
+  void mkdir(fuse_req_t req, Ino parent, const char* name, mode_t mode);
+  void symlink(fuse_req_t req, const char* target, Ino parent, const char* name);
+  void unlink(fuse_req_t req, Ino parent, const char* name);
+  void rmdir(fuse_req_t req, Ino parent, const char* name);
+  void rename(fuse_req_t req, Ino parent, const char* name, Ino newparent, const char* newname, unsigned flags);
+  void link(fuse_req_t req, Ino ino, Ino newparent, const char* newname);
+
+  // ---- files ----
+
+  bool keep_cache_for(const std::string& path);
+  void finish_open(fuse_req_t req, Ino ino, fuse_file_info* fi, client::FileRef remote, uint64_t size,
+                   std::optional<sftp::Attrs> entry_attrs, Ino parent, const std::string& name);
+  void open(fuse_req_t req, Ino ino, fuse_file_info* fi);
+  void open_now(fuse_req_t req, Ino ino, fuse_file_info info, const std::string& path, uint32_t pflags);
+  void create(fuse_req_t req, Ino parent, const char* name, mode_t mode, fuse_file_info* fi);
+  void release_handle(uint64_t fh);
+  void read(fuse_req_t req, Ino, size_t size, off_t off, fuse_file_info* fi);
+
+  // A long write stream also opens the file for writing on the other connections (see
+  // kWriteStripeAfter). The extra handle must name the same file as the first: it is opened by the
+  // node's current path, and kept only if no rename or removal through this mount could have run in
+  // between (a rename by another client meanwhile is beyond what SFTP lets us see). A failed OPEN
+  // (permissions: a file created read-only) just leaves the stream on the first connection.
+  void maybe_open_write_stripes(const std::shared_ptr<FileHandle>& h);
+
+  // The handle's remote file on `connection` (the first handle, or an extra one opened there).
+  client::FileRef write_target(const std::shared_ptr<FileHandle>& h, size_t connection);
+  void write(fuse_req_t req, Ino, const char* buf, size_t size, off_t off, fuse_file_info* fi);
+  void flush(fuse_req_t req, Ino, fuse_file_info* fi);
+  void release(fuse_req_t req, Ino, fuse_file_info* fi);
+  void fsync(fuse_req_t req, Ino, int, fuse_file_info* fi);
+  void copy_file_range(fuse_req_t req, fuse_file_info* fi_in, off_t off_in, fuse_file_info* fi_out, off_t off_out,
+                       size_t len, int flags);
+
+  // ---- directories ----
+
+  void opendir(fuse_req_t req, Ino ino, fuse_file_info* fi);
+
+  // ---- listings read ahead: a directory walk (find, git status, rm -rf, du) reads one directory
+  // after another, two round trips each (OPENDIR, READDIR). When the application reads a directory,
+  // its subdirectories' listings are read at once, together; a lookup that misses in a directory
+  // without a listing starts reading that listing, so its siblings are answered locally. ----
+
+  // Subdirectories read ahead per directory, and listings read ahead at once: bounds the extra work
+  // a directory with many subdirectories causes on the server.
+  static constexpr size_t kMaxSubdirsAhead = 256;
+  static constexpr size_t kMaxListingsAhead = 256;
+  std::mutex ahead_mutex;  // leaf
+  std::unordered_map<std::string, std::shared_ptr<DirHandle>> listings_ahead;
+
+  std::shared_ptr<DirHandle> listing_being_read(const std::string& path);
+
+  // A kernel directory handle served by a listing that is being read ahead: it completes with it.
+  std::shared_ptr<DirHandle> pending_view(const std::shared_ptr<DirHandle>& ahead, Ino ino);
+  void copy_completion(DirHandle& from, DirHandle& to);
+  void read_listing_ahead(const std::string& path);
+  void read_subdirectories_ahead(const std::string& path, const DirListing& listing);
+
+  // A directory's size (when its attributes are known) says roughly how many entries it has: on
+  // Linux file systems about 20-40 bytes each, and OpenSSH answers up to 100 entries per READDIR, so
+  // size / 2048 requests in flight read it in about one round trip. Small or unknown: the default.
+  int initial_readdir_window(const std::string& path);
+  void fetch_more(const std::shared_ptr<DirHandle>& dir);
+  void finish_listing(const std::shared_ptr<DirHandle>& dir);
+  void readdir(fuse_req_t req, Ino, size_t size, off_t off, fuse_file_info* fi, bool plus);
+  void serve_readdir(fuse_req_t req, const std::shared_ptr<DirHandle>& dir, size_t size, off_t off, bool plus);
+  void release_dir(uint64_t fh);
+  void releasedir(fuse_req_t req, Ino, fuse_file_info* fi);
+  void statfs(fuse_req_t req, Ino);
+};
+
+}  // namespace sftpfs::fs

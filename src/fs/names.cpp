@@ -1,0 +1,295 @@
+// The namespace: lookup, forget, readlink, mknod, symlink, unlink, rename, link, and the entry
+// replies they make.
+#include "fs/filesystem_impl.hpp"
+
+namespace sftpfs::fs {
+
+void Filesystem::Impl::reply_error(fuse_req_t req, const Error& e) {
+  int err = errno_edge(e);
+  if (err != ENOENT && err != EEXIST) LOG_DEBUG("request failed: %s (errno %d)", e.message.c_str(), err);
+  fuse_reply_err(req, err);
+}
+
+std::optional<Ino> Filesystem::Impl::make_entry(Ino parent, const std::string& name, const sftp::Attrs& attrs, uint32_t nlink_hint,
+                              fuse_entry_param& e, int* err) {
+  mode_t type = attrs.has(sftp::SSH_FILEXFER_ATTR_PERMISSIONS) ? (attrs.permissions & S_IFMT) : 0;
+  auto ino = inodes.link(parent, name, 1, type);
+  if (!ino) {
+    *err = ENOENT;  // the parent went away meanwhile
+    return std::nullopt;
+  }
+  auto st = kernel_stat(*ino, attrs, nlink_hint);
+  if (!st) {
+    inodes.forget(*ino, 1);
+    *err = errno_edge(st.error());
+    return std::nullopt;
+  }
+  std::memset(&e, 0, sizeof e);
+  e.ino = *ino;
+  e.generation = 0;  // numbers are never reused within a mount
+  e.attr = *st;
+  e.attr_timeout = attr_timeout;
+  e.entry_timeout = entry_timeout;
+  return ino;
+}
+
+void Filesystem::Impl::reply_entry(fuse_req_t req, Ino parent, const std::string& name, const sftp::Attrs& attrs,
+                 uint32_t nlink_hint) {
+  fuse_entry_param e;
+  int err = 0;
+  auto ino = make_entry(parent, name, attrs, nlink_hint, e, &err);
+  if (!ino) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  // If the kernel did not get the reply (interrupted), it holds no reference.
+  if (fuse_reply_entry(req, &e) != 0) inodes.forget(*ino, 1);
+}
+
+void Filesystem::Impl::reply_negative(fuse_req_t req) {
+  if (negative_timeout > 0) {
+    fuse_entry_param e;
+    std::memset(&e, 0, sizeof e);
+    e.ino = 0;  // a negative entry the kernel may cache for entry_timeout
+    e.entry_timeout = negative_timeout;
+    fuse_reply_entry(req, &e);
+  } else {
+    fuse_reply_err(req, ENOENT);
+  }
+}
+
+void Filesystem::Impl::lookup(fuse_req_t req, Ino parent, const char* name) {
+  if (name_too_long(name)) return (void)fuse_reply_err(req, ENAMETOOLONG);
+  auto path = inodes.child_path(parent, name);
+  if (!path) return (void)fuse_reply_err(req, ENOENT);
+  std::string n = name;
+  if (caches.negative.get(*path)) return reply_negative(req);
+  if (auto cached = caches.attrs.get(*path)) return reply_entry(req, parent, n, cached->attrs, cached->nlink);
+  if (!opt.follow_symlinks) {
+    if (auto listed = caches.from_listing(Caches::parent_path(*path), n)) {
+      if (!*listed) return reply_negative(req);
+      // Listed, but its attributes changed since (unknown here): ask below.
+      if ((*listed)->attrs.has(sftp::SSH_FILEXFER_ATTR_PERMISSIONS)) {
+        return reply_entry(req, parent, n, (*listed)->attrs, (*listed)->nlink);
+      }
+    } else {
+      // Its siblings will likely be looked up too (git status, make): read the directory, once.
+      read_listing_ahead(Caches::parent_path(*path));
+    }
+    // If the name is a directory, it is usually opened next (ls DIR, cd, a walk): an OPENDIR sent
+    // along with the LSTAT saves that round trip; for a file it fails at once, harmlessly.
+    read_listing_ahead(*path);
+  }
+  std::string p = *path;
+  stat_path(p, [this, req, parent, n, p](Result<sftp::Attrs> r) {
+    if (!r) {
+      if (is_status(r.error(), sftp::SSH_FX_NO_SUCH_FILE)) {
+        caches.negative.put(p, true);
+        return reply_negative(req);
+      }
+      return reply_error(req, r.error());
+    }
+    caches.attrs.put(p, CachedAttrs{*r, 0});
+    // A listing read ahead that lacks this name is out of date (created elsewhere since): drop it,
+    // so the next readdir asks the server.
+    const std::string dir_path = Caches::parent_path(p);
+    if (caches.dirs.get(dir_path) && !caches.from_listing(dir_path, n)) caches.dirs.invalidate(dir_path);
+    reply_entry(req, parent, n, *r);
+  });
+}
+
+void Filesystem::Impl::forget(Ino ino, uint64_t nlookup) { inodes.forget(ino, nlookup); }
+
+void Filesystem::Impl::readlink(fuse_req_t req, Ino ino) {
+  auto path = inodes.path(ino);
+  if (!path) return (void)fuse_reply_err(req, ENOENT);
+  client->readlink(*path, tracked([this, req](Result<std::string> r) {
+    if (!r) return reply_error(req, r.error());
+    fuse_reply_readlink(req, r->c_str());
+  }));
+}
+
+void Filesystem::Impl::create_and_stat(fuse_req_t req, Ino parent, const std::string& name, const std::string& path,
+                     SendCreating send, std::function<void(fuse_req_t, const sftp::Attrs&)> on_created) {
+  caches.negative.invalidate(path);
+  caches.attrs.invalidate(path);
+  size_t connection = client->pick_connection();
+  auto [on_done, on_stat] = joined<Status, Result<sftp::Attrs>>(
+      [this, req, parent, name, path, on_created](Status s, Result<sftp::Attrs> a) {
+        if (!s) {
+          Error error = s.take_error();
+          caches.changed_unknown(path);
+          if (is_status(error, sftp::SSH_FX_FAILURE) && a) return (void)fuse_reply_err(req, EEXIST);
+          return reply_error(req, error);
+        }
+        if (!a) {
+          caches.changed_unknown(path);
+          return reply_error(req, a.error());
+        }
+        on_created(req, *a);
+      });
+  send(connection, tracked(on_done));
+  client->lstat_on(connection, path, tracked(on_stat));
+}
+
+void Filesystem::Impl::mknod(fuse_req_t req, Ino parent, const char* name, mode_t mode, dev_t) {
+  if (!S_ISREG(mode)) return (void)fuse_reply_err(req, EPERM);  // SFTP creates regular files only
+  if (name_too_long(name)) return (void)fuse_reply_err(req, ENAMETOOLONG);
+  auto path = inodes.child_path(parent, name);
+  if (!path) return (void)fuse_reply_err(req, ENOENT);
+  std::string p = *path, n = name;
+  sftp::Attrs attrs;
+  attrs.set_permissions(mode & 07777);
+  uint32_t pflags = sftp::SSH_FXF_WRITE | sftp::SSH_FXF_CREAT | sftp::SSH_FXF_EXCL;
+  create_and_stat(
+      req, parent, n, p,
+      [this, p, pflags, attrs](size_t connection, client::Done done) {
+        client->open_on(connection, p, pflags, attrs, [this, done](Result<client::FileRef> r) {
+          if (!r) return done(r.take_error());
+          close_quietly(*r);
+          done({});
+        });
+      },
+      [this, parent, n, p](fuse_req_t rq, const sftp::Attrs& a) {
+        caches.added(p, a);
+        reply_entry(rq, parent, n, a);
+      });
+}
+
+void Filesystem::Impl::symlink(fuse_req_t req, const char* target, Ino parent, const char* name) {
+  if (name_too_long(name)) return (void)fuse_reply_err(req, ENAMETOOLONG);
+  auto path = inodes.child_path(parent, name);
+  if (!path) return (void)fuse_reply_err(req, ENOENT);
+  std::string p = *path, n = name, t = target;
+  create_and_stat(
+      req, parent, n, p,
+      [this, p, t](size_t connection, client::Done done) { client->symlink_on(connection, t, p, std::move(done)); },
+      [this, parent, n, p](fuse_req_t rq, const sftp::Attrs& a) {
+        caches.added(p, a);
+        reply_entry(rq, parent, n, a);
+      });
+}
+
+void Filesystem::Impl::unlink(fuse_req_t req, Ino parent, const char* name) {
+  auto path = inodes.child_path(parent, name);
+  if (!path) return (void)fuse_reply_err(req, ENOENT);
+  std::string p = *path, n = name;
+  // Open handles keep working after REMOVE (the server has POSIX semantics), so nothing is hidden:
+  // the node is only detached and serves its handles until they close.
+  auto change = std::make_shared<NamespaceChange>(this);  // until the reply has been handled
+  client->remove(p, tracked([this, req, parent, n, p, change](Status s) {
+    if (!s) {
+      caches.changed_unknown(p);
+      return reply_error(req, s.error());
+    }
+    caches.removed(p);
+    inodes.unlink(parent, n);
+    fuse_reply_err(req, 0);
+  }));
+}
+
+void Filesystem::Impl::rename(fuse_req_t req, Ino parent, const char* name, Ino newparent, const char* newname, unsigned flags) {
+  if (flags & RENAME_EXCHANGE) return (void)fuse_reply_err(req, EINVAL);  // SFTP cannot swap atomically
+  if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE)) return (void)fuse_reply_err(req, EINVAL);
+  if (name_too_long(newname)) return (void)fuse_reply_err(req, ENAMETOOLONG);
+  auto from = inodes.child_path(parent, name);
+  auto to = inodes.child_path(newparent, newname);
+  if (!from || !to) return (void)fuse_reply_err(req, ENOENT);
+  std::string f = *from, t = *to, n = name, nn = newname;
+
+  auto change = std::make_shared<NamespaceChange>(this);  // until the reply has been handled
+  auto done = [this, req, parent, n, newparent, nn, f, t, change](Status s) {
+    if (s) {
+      // The name moved: both listings stay current (the moved entry keeps its attributes).
+      std::optional<sftp::Attrs> moved;
+      if (auto cached = caches.attrs.get(f)) moved = cached->attrs;
+      caches.subtrees_moved();
+      caches.removed(f);
+      caches.removed(t);
+      caches.added(t, moved);
+      inodes.rename(parent, n, newparent, nn);
+      return (void)fuse_reply_err(req, 0);
+    }
+    caches.changed_tree(f);
+    caches.changed_tree(t);
+    Error error = s.take_error();
+    if (!is_status(error, sftp::SSH_FX_FAILURE)) return reply_error(req, error);
+    // FAILURE: onto a non-empty directory is ENOTEMPTY; see what the target is.
+    client->lstat(t, tracked([this, req, t, error](Result<sftp::Attrs> a) {
+      if (!a || !S_ISDIR(a->permissions)) return reply_error(req, error);
+      dir_has_entries(t, [this, req, error](Result<bool> has) {
+        if (has && *has) return (void)fuse_reply_err(req, ENOTEMPTY);
+        reply_error(req, error);
+      });
+    }));
+  };
+
+  auto do_rename = [this, f, t, done] {
+    if (client->features().has(sftp::kExtPosixRename)) return client->rename(f, t, tracked(done));
+    // Plain RENAME refuses an existing target on most servers: remove a file target first. Not
+    // atomic: between the two requests the target name is briefly absent.
+    client->rename(f, t, tracked([this, f, t, done](Status s) {
+      if (s || !is_status(s.error(), sftp::SSH_FX_FAILURE)) return done(std::move(s));
+      client->lstat(t, tracked([this, f, t, done, s](Result<sftp::Attrs> a) {
+        if (!a || S_ISDIR(a->permissions)) return done(s);
+        client->remove(t, tracked([this, f, t, done](Status removed) {
+          if (!removed) return done(std::move(removed));
+          client->rename(f, t, tracked(done));
+        }));
+      }));
+    }));
+  };
+
+  if (flags & RENAME_NOREPLACE) {
+    // Check, then rename: another client could create the target between the two requests; SFTP
+    // offers no atomic "rename unless exists" (plain RENAME is that on OpenSSH, but not everywhere).
+    return client->lstat(t, tracked([this, req, t, do_rename](Result<sftp::Attrs> a) {
+      if (a) return (void)fuse_reply_err(req, EEXIST);
+      if (!is_status(a.error(), sftp::SSH_FX_NO_SUCH_FILE)) return reply_error(req, a.error());
+      do_rename();
+    }));
+  }
+  do_rename();
+}
+
+void Filesystem::Impl::link(fuse_req_t req, Ino ino, Ino newparent, const char* newname) {
+  if (opt.disable_hardlink || !client->features().has(sftp::kExtHardlink)) return (void)fuse_reply_err(req, EPERM);
+  if (name_too_long(newname)) return (void)fuse_reply_err(req, ENAMETOOLONG);
+  auto from = inodes.path(ino);
+  auto to = inodes.child_path(newparent, newname);
+  if (!from || !to) return (void)fuse_reply_err(req, ENOENT);
+  std::string f = *from, t = *to, nn = newname;
+  caches.negative.invalidate(t);
+  caches.attrs.invalidate(t);
+  // The hardlink and the LSTAT of the new name back to back on one connection: one round trip.
+  size_t connection = client->pick_connection();
+  auto [on_linked, on_stat] = joined<Status, Result<sftp::Attrs>>(
+      [this, req, ino, newparent, nn, f, t](Status s, Result<sftp::Attrs> r) {
+        if (!s) {
+          Error error = s.take_error();
+          caches.changed_unknown(t);
+          // FAILURE is what servers say for EEXIST: the LSTAT says whether the name exists.
+          if (is_status(error, sftp::SSH_FX_FAILURE) && r) return (void)fuse_reply_err(req, EEXIST);
+          return reply_error(req, error);
+        }
+        caches.changed(f);
+        // One more name for the same file: the count we knew, plus one. (LSTAT carries no link count.)
+        uint32_t nlink = std::max<uint32_t>(inodes.nlink(ino), 1) + 1;
+        inodes.set_nlink(ino, nlink);
+        // Some servers answer OK and do nothing: the new name must exist.
+        if (!r) {
+          caches.changed_unknown(t);
+          if (is_status(r.error(), sftp::SSH_FX_NO_SUCH_FILE)) return (void)fuse_reply_err(req, EPERM);
+          return reply_error(req, r.error());
+        }
+        caches.added(t, *r, nlink);
+        // The kernel keeps the source's cached attributes (a different node to it): have it ask again
+        // for the new link count. Attributes only (offset < 0): no page cache work, nothing to deadlock.
+        if (session) fuse_lowlevel_notify_inval_inode(session, ino, -1, 0);
+        reply_entry(req, newparent, nn, *r, nlink);
+      });
+  client->hardlink_on(connection, f, t, tracked(on_linked));
+  client->lstat_on(connection, t, tracked(on_stat));
+}
+
+}  // namespace sftpfs::fs

@@ -1,0 +1,189 @@
+// Writes: acknowledged before the server answers (write-behind, bounded per handle), spread over
+// connections for long streams, with size floors while they are in flight; waiting for them to drain.
+#include "fs/filesystem_impl.hpp"
+
+namespace sftpfs::fs {
+
+void Filesystem::Impl::floor_write_sent(Ino ino, uint64_t end, uint64_t bytes) {
+  std::lock_guard lock(floors_mutex);
+  auto& f = floors[ino];
+  f.size = std::max(f.size, end);
+  f.pending += bytes;
+}
+
+void Filesystem::Impl::floor_write_done(Ino ino, uint64_t bytes) {
+  {
+    std::lock_guard lock(floors_mutex);
+    auto it = floors.find(ino);
+    if (it == floors.end()) return;
+    it->second.pending -= std::min(it->second.pending, bytes);
+    if (it->second.pending != 0) return;
+    floors.erase(it);
+  }
+  // Attributes fetched while the writes were in flight are older than the file now is.
+  if (auto path = inodes.path(ino)) caches.changed(*path);
+}
+
+void Filesystem::Impl::floor_truncate(Ino ino, uint64_t size) {
+  std::lock_guard lock(floors_mutex);
+  auto it = floors.find(ino);
+  if (it != floors.end()) it->second.size = size;
+}
+
+std::optional<uint64_t> Filesystem::Impl::floor_of(Ino ino) {
+  std::lock_guard lock(floors_mutex);
+  auto it = floors.find(ino);
+  if (it == floors.end()) return std::nullopt;
+  return it->second.size;
+}
+
+void Filesystem::Impl::data_changed(Ino ino) {
+  for (auto& h : files_of(ino)) {
+    h->size_hint.store(FileHandle::kUnknownSize);
+    if (h->prefetcher) h->prefetcher->invalidate();
+  }
+}
+
+void Filesystem::Impl::when_inode_drained(Ino ino, std::function<void()> fn) {
+  auto files = files_of(ino);
+  auto remaining = std::make_shared<std::atomic<size_t>>(files.size() + 1);
+  auto shared_fn = std::make_shared<std::function<void()>>(std::move(fn));
+  auto one_done = [remaining, shared_fn] {
+    if (remaining->fetch_sub(1) == 1) (*shared_fn)();
+  };
+  for (auto& f : files) when_drained(f, one_done);
+  one_done();
+}
+
+void Filesystem::Impl::when_drained(const std::shared_ptr<FileHandle>& h, std::function<void()> fn) {
+  {
+    std::lock_guard lock(h->mutex);
+    if (h->in_flight != 0) {
+      h->drained_waiters.push_back(std::move(fn));
+      return;
+    }
+  }
+  fn();
+}
+
+std::optional<Error> Filesystem::Impl::take_write_error(const std::shared_ptr<FileHandle>& h) {
+  std::lock_guard lock(h->mutex);
+  auto e = std::move(h->first_error);
+  h->first_error.reset();
+  return e;
+}
+
+void Filesystem::Impl::maybe_open_write_stripes(const std::shared_ptr<FileHandle>& h) {
+  const size_t connections = client->connection_count();
+  if (connections < 2 || h->append) return;
+  {
+    std::lock_guard lock(h->mutex);
+    if (h->write_stripes_requested || h->released || h->bytes_written < kWriteStripeAfter) return;
+    h->write_stripes_requested = true;
+  }
+  const uint64_t epoch = namespace_changes.load();
+  auto path = inodes.path(h->ino);
+  if (!path || namespace_changes_running.load() != 0) {
+    std::lock_guard lock(h->mutex);
+    h->write_stripes_requested = !path;  // detached: never; a rename running: try again later
+    return;
+  }
+  for (size_t i = 1; i < connections; ++i) {
+    size_t index = (h->remote->connection + i) % connections;
+    // WRITE only: no CREAT/TRUNC/EXCL/APPEND, the file exists and must not change by opening it.
+    client->open_on(index, *path, sftp::SSH_FXF_WRITE, sftp::Attrs{},
+                    tracked([this, h, epoch, expected = *path](Result<client::FileRef> r) {
+                      if (!r) {
+                        LOG_DEBUG("extra write handle for %s not opened: %s", expected.c_str(),
+                                  r.error().message.c_str());
+                        return;
+                      }
+                      bool same_file = namespace_changes_running.load() == 0 &&
+                                       namespace_changes.load() == epoch && inodes.path(h->ino) == expected;
+                      bool keep = false;
+                      if (same_file) {
+                        std::lock_guard lock(h->mutex);
+                        if (!h->released) {
+                          h->write_stripes.push_back(*r);
+                          keep = true;
+                        }
+                      }
+                      if (!keep) close_quietly(*r);
+                    }));
+  }
+}
+
+client::FileRef Filesystem::Impl::write_target(const std::shared_ptr<FileHandle>& h, size_t connection) {
+  std::lock_guard lock(h->mutex);
+  for (auto& s : h->write_stripes)
+    if (s->connection == connection) return s;
+  return h->remote;
+}
+
+void Filesystem::Impl::write(fuse_req_t req, Ino, const char* buf, size_t size, off_t off, fuse_file_info* fi) {
+  auto handle = file_handle(fi);
+  if (!handle) return (void)fuse_reply_err(req, EBADF);
+  if (off < 0) return (void)fuse_reply_err(req, EINVAL);
+  uint64_t offset = static_cast<uint64_t>(off);
+  bool ack_now = false;
+  std::optional<Error> earlier;
+  {
+    std::lock_guard lock(handle->mutex);
+    // An earlier write failed: say so here, and again at flush/close (the file is already damaged).
+    if (handle->first_error) earlier = handle->first_error;
+  }
+  if (earlier) return reply_error(req, *earlier);
+  std::vector<size_t> usable{handle->remote->connection};
+  {
+    std::lock_guard lock(handle->mutex);
+    if (handle->append) {
+      offset = handle->append_offset;
+      handle->append_offset += size;
+    }
+    handle->bytes_written += size;
+    for (auto& s : handle->write_stripes) usable.push_back(s->connection);
+    handle->in_flight += size;
+    ack_now = handle->in_flight <= kWriteBehindBytes * usable.size();
+  }
+  maybe_open_write_stripes(handle);
+  // Round robin by position: a sequential stream spreads evenly, a rewrite of the same place
+  // prefers the same connection.
+  size_t preferred = usable[static_cast<size_t>(offset / kWriteStripeGranule) % usable.size()];
+  floor_write_sent(handle->ino, offset + size, size);
+  data_changed(handle->ino);
+  sftp::Bytes data(reinterpret_cast<const uint8_t*>(buf), reinterpret_cast<const uint8_t*>(buf) + size);
+  auto answered = [this, req, handle, size, ack_now](WriteOrder::Token token, Status s) {
+    write_order.complete(handle->ino, token);
+    std::vector<std::function<void()>> waiters;
+    std::optional<Error> mine;
+    {
+      std::lock_guard lock(handle->mutex);
+      handle->in_flight -= size;
+      if (!s) {
+        mine = s.error();
+        if (!handle->first_error) handle->first_error = s.error();
+      }
+      if (handle->in_flight == 0) waiters.swap(handle->drained_waiters);
+    }
+    floor_write_done(handle->ino, size);
+    if (!ack_now) {
+      if (mine) {
+        reply_error(req, *mine);
+      } else {
+        fuse_reply_write(req, size);
+      }
+    }
+    for (auto& w : waiters) w();
+  };
+  // Counted as outstanding from now, even while it waits in WriteOrder.
+  auto on_reply = tracked([answered](std::pair<WriteOrder::Token, Status> r) { answered(r.first, std::move(r.second)); });
+  write_order.write(handle->ino, offset, offset + size, std::move(usable), preferred,
+                    [this, handle, offset, data = std::move(data), on_reply](size_t connection,
+                                                                            WriteOrder::Token token) mutable {
+                      client->write(write_target(handle, connection), offset, std::move(data),
+                                    [on_reply, token](Status s) mutable { on_reply(std::make_pair(token, std::move(s))); });
+                    });
+  if (ack_now) fuse_reply_write(req, size);
+}
+
+}  // namespace sftpfs::fs
