@@ -99,7 +99,7 @@ struct OptionSpec {
 // Accepted because sshfs accepts it, with nothing to do in sftpfs: a debug line says why.
 Status accept_without_effect(ParseState&, std::string_view name, std::string_view value);
 // Accepted, and meant to work, but not implemented yet: a warning says so.
-Status accept_not_implemented(ParseState&, std::string_view name, std::string_view value);
+[[maybe_unused]] Status accept_not_implemented(ParseState&, std::string_view name, std::string_view value);
 // Passed to the kernel mount as is (ro, nosuid, ...).
 Status pass_to_fuse(ParseState& state, std::string_view name, std::string_view value) {
   std::string option(name);
@@ -224,12 +224,12 @@ const OptionSpec kOptions[] = {
      }},
     {"follow_symlinks", Takes::nothing, "sshfs", "show what symlinks point to instead of the links",
      FLAG(s.cl.fs.follow_symlinks)},
-    {"transform_symlinks", Takes::nothing, "sshfs", "make absolute symlinks relative (not implemented yet)",
-     accept_not_implemented},
-    {"contain_symlinks", Takes::nothing, "sshfs", "hide symlinks leaving the mount (not implemented yet)",
-     accept_not_implemented},
+    {"transform_symlinks", Takes::nothing, "sshfs", "show absolute symlinks into the mounted directory as relative",
+     FLAG(s.cl.fs.transform_symlinks)},
+    {"contain_symlinks", Takes::nothing, "sshfs", "readlink fails (EPERM) for symlinks that could leave the mount",
+     FLAG(s.cl.fs.contain_symlinks)},
     {"no_contain_symlinks", Takes::nothing, "sshfs", "symlinks are shown as they are (the default)",
-     accept_without_effect},
+     [](ParseState& s, std::string_view, std::string_view) -> Status { s.cl.fs.contain_symlinks = false; return {}; }},
     {"disable_hardlink", Takes::nothing, "sshfs", "link(2) fails with ENOSYS", FLAG(s.cl.fs.disable_hardlink)},
     {"debug", Takes::nothing, "sshfs", "same as -d", FLAG(s.cl.debug)},
     {"sshfs_debug", Takes::nothing, "sshfs", "same as -d", FLAG(s.cl.debug)},
@@ -443,7 +443,7 @@ Status accept_without_effect(ParseState&, std::string_view name, std::string_vie
   return {};
 }
 
-Status accept_not_implemented(ParseState&, std::string_view name, std::string_view) {
+[[maybe_unused]] Status accept_not_implemented(ParseState&, std::string_view name, std::string_view) {
   const OptionSpec* spec = find_option(name);
   LOG_WARN("option '%.*s' is accepted but has no effect yet (%.*s)", static_cast<int>(name.size()), name.data(),
            spec ? static_cast<int>(spec->help.size()) : 0, spec ? spec->help.data() : "");

@@ -15,6 +15,7 @@ Result<struct stat> Filesystem::Impl::kernel_stat(Ino ino, const sftp::Attrs& at
   uint32_t nlink = nlink_hint != 0 ? nlink_hint : inodes.nlink(ino);
   auto st = attrs_to_kernel_stat(attrs, ino, nlink, opt);
   if (!st) return st;
+  if (nlink_hint == 0 && inodes.unlinked(ino)) st->st_nlink = 0;  // open, and every name removed
   if (S_ISREG(st->st_mode)) {
     note_file_attrs(ino, attrs);
     if (auto floor = floor_of(ino); floor && static_cast<uint64_t>(st->st_size) < *floor) {
@@ -53,8 +54,12 @@ void Filesystem::Impl::node_attrs(Ino ino, const fuse_file_info* fi, client::Cal
     auto open = files_of(ino);
     if (!open.empty()) handle = open.front();
   }
+  const uint64_t asked_at = write_epoch.load();
   if (handle && (!path || fi)) {
-    client->fstat(handle->remote, tracked(std::move(done)));
+    client->fstat(handle->remote, tracked([this, ino, asked_at, done = std::move(done)](Result<sftp::Attrs> r) {
+      if (r) floor_confirmed(ino, asked_at);
+      done(std::move(r));
+    }));
     return;
   }
   if (!path) {
@@ -62,8 +67,8 @@ void Filesystem::Impl::node_attrs(Ino ino, const fuse_file_info* fi, client::Cal
     return;
   }
   std::string p = *path;
-  stat_path(p, [this, p, done = std::move(done)](Result<sftp::Attrs> r) {
-    if (r) caches.attrs.put(p, CachedAttrs{*r, 0});
+  stat_path(p, [this, ino, asked_at, p, done = std::move(done)](Result<sftp::Attrs> r) {
+    if (r && floor_confirmed(ino, asked_at)) caches.attrs.put(p, CachedAttrs{*r, 0});
     done(std::move(r));
   });
 }
@@ -72,6 +77,24 @@ void Filesystem::Impl::getattr(fuse_req_t req, Ino ino, fuse_file_info* fi) {
   node_attrs(ino, fi, [this, req, ino](Result<sftp::Attrs> r) {
     if (!r) return reply_error(req, r.error());
     reply_attr(req, ino, *r);
+  });
+}
+
+void Filesystem::Impl::access(fuse_req_t req, Ino ino, int mask) {
+  // The server checks every real use as the remote user, so R_OK and W_OK are left to it (yes here,
+  // as before this operation existed). X_OK asks what execve would allow: the kernel refuses to run a
+  // regular file without any execute bit, root included, so access(2) says the same; a directory
+  // without execute bits can be searched by root only.
+  if (!(mask & X_OK)) return (void)fuse_reply_err(req, 0);
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  const bool root = ctx && ctx->uid == 0;
+  node_attrs(ino, nullptr, [this, req, ino, root](Result<sftp::Attrs> r) {
+    if (!r) return reply_error(req, r.error());
+    auto st = kernel_stat(ino, *r, 0);
+    if (!st || !r->has(sftp::SSH_FILEXFER_ATTR_PERMISSIONS)) return (void)fuse_reply_err(req, 0);
+    const bool any_x = (st->st_mode & (S_IXUSR | S_IXGRP | S_IXOTH)) != 0;
+    const bool allowed = any_x || (root && S_ISDIR(st->st_mode));
+    fuse_reply_err(req, allowed ? 0 : EACCES);
   });
 }
 
@@ -135,7 +158,7 @@ void Filesystem::Impl::setattr(fuse_req_t req, Ino ino, const struct stat* attr,
               floor_truncate(ino, *r.size);
               data_changed(ino);  // reads prefetched while the truncation was on its way
             }
-            if (path) caches.changed(*path);
+            node_changed(ino);
             sftp::Attrs now;
             if (known_result) {
               now = merge_attrs(*current, sent);

@@ -107,6 +107,22 @@ std::optional<DirListing> edited(const DirListing& listing, F fn) {
 
 }  // namespace
 
+void Caches::dir_changed(const std::string& dir_path) {
+  // The directory's own attributes: its mtime moved (and its size and link count may have).
+  touch_dir(parent_path(dir_path));  // a listing of its parent being read may carry the old ones
+  attrs.invalidate(dir_path);
+  const std::string name = leaf_name(dir_path);
+  dirs.update(parent_path(dir_path), [&](const DirListing& listing) -> std::optional<DirListing> {
+    auto it = std::find_if(listing->begin(), listing->end(), [&](const DirEntry& e) { return e.name == name; });
+    if (it == listing->end() || it->attrs.flags == 0) return listing;  // nothing to forget: no copy
+    return edited(listing, [&](std::vector<DirEntry>& entries) {
+      for (auto& e : entries) {
+        if (e.name == name) e.attrs = sftp::Attrs{};
+      }
+    });
+  });
+}
+
 void Caches::changed(const std::string& path) {
   touch_dir(parent_path(path));
   touch_dir(path);
@@ -124,6 +140,7 @@ void Caches::changed(const std::string& path) {
 }
 
 void Caches::changed_unknown(const std::string& path) {
+  dir_changed(parent_path(path));
   touch_dir(parent_path(path));
   touch_dir(path);
   attrs.invalidate(path);
@@ -134,6 +151,7 @@ void Caches::changed_unknown(const std::string& path) {
 
 void Caches::changed_tree(const std::string& path) {
   touch_all();
+  dir_changed(parent_path(path));
   attrs.invalidate_tree(path);
   negative.invalidate_tree(path);
   dirs.invalidate_tree(path);
@@ -141,6 +159,7 @@ void Caches::changed_tree(const std::string& path) {
 }
 
 void Caches::added(const std::string& path, const std::optional<sftp::Attrs>& known, uint32_t nlink) {
+  dir_changed(parent_path(path));
   touch_dir(parent_path(path));
   touch_dir(path);
   negative.invalidate(path);
@@ -171,6 +190,7 @@ void Caches::created_empty_dir(const std::string& path) {
 }
 
 void Caches::removed(const std::string& path) {
+  dir_changed(parent_path(path));
   touch_dir(parent_path(path));
   touch_dir(path);
   attrs.invalidate_tree(path);

@@ -48,6 +48,16 @@ class TtlMap {
     return it->second.value;
   }
 
+  // How long a fresh entry has been in the map (since its put): nullopt when there is none.
+  std::optional<std::chrono::milliseconds> age(const std::string& key) const {
+    if (!enabled()) return std::nullopt;
+    auto now = clock_();
+    std::lock_guard lock(mutex_);
+    auto it = map_.find(key);
+    if (it == map_.end() || it->second.expires <= now) return std::nullopt;
+    return std::chrono::duration_cast<std::chrono::milliseconds>(ttl_ - (it->second.expires - now));
+  }
+
   void invalidate(const std::string& key) {
     std::lock_guard lock(mutex_);
     map_.erase(key);
@@ -191,6 +201,9 @@ class Caches {
   static std::string parent_path(const std::string& path);
 
  private:
+  // A name in `dir_path` was added, removed or replaced: the directory's own attributes (mtime, size,
+  // link count) are no longer what we knew, here and in its parent's listing.
+  void dir_changed(const std::string& dir_path);
   // The directory's contents changed through this mount (every change to a name in it comes here).
   void touch_dir(const std::string& dir_path);
   // Something moved whole subtrees: every listing being read may be stale.

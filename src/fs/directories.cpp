@@ -55,7 +55,7 @@ void Filesystem::Impl::rmdir(fuse_req_t req, Ino parent, const char* name) {
   client->rmdir(p, tracked([this, req, parent, n, p](Status s) {
     if (s) {
       caches.removed(p);
-      inodes.unlink(parent, n);
+      (void)inodes.unlink(parent, n);
       return (void)fuse_reply_err(req, 0);
     }
     caches.changed_tree(p);

@@ -30,7 +30,7 @@ void Filesystem::Impl::read_segment(const std::shared_ptr<FileHandle>& h, uint64
   const size_t connections = client->connection_count();
   // Another connection is not ordered behind this one's WRITEs: a READ there could overtake a
   // write still in flight. Stripe only read-only handles while nothing is being written to the file.
-  if (connections < 2 || h->writable || floor_of(h->ino)) return read_range(h, off, length, std::move(done));
+  if (connections < 2 || h->writable || writes_in_flight(h->ino)) return read_range(h, off, length, std::move(done));
   if (off >= kStripeAfter && !h->stripes_requested.exchange(true)) {
     for (size_t i = 1; i < connections; ++i) {
       size_t index = (h->remote->connection + i) % connections;
@@ -64,7 +64,17 @@ void Filesystem::Impl::read_range_on(const std::shared_ptr<FileHandle>& h, const
                    uint32_t length, client::Callback<sftp::Bytes> done) {
   write_order.read(h->ino, off, off + length, remote->connection,
                    [this, h, remote, off, length, done = std::move(done)]() mutable {
-                     read_range_now(h, remote, off, length, std::move(done));
+                     read_range_now(h, remote, off, length, [this, h, remote, off, length, done = std::move(done)](
+                                                                 Result<sftp::Bytes> r) mutable {
+                       // Short: the file may end here only because a write past this range, in flight on
+                       // another connection, has not extended it yet (the range is a hole it makes).
+                       // Ask again behind every write in flight that ends beyond this offset.
+                       if (!r || r->size() >= length || !writes_in_flight(h->ino)) return done(std::move(r));
+                       write_order.read(h->ino, off, UINT64_MAX, remote->connection,
+                                        [this, h, remote, off, length, done = std::move(done)]() mutable {
+                                          read_range_now(h, remote, off, length, std::move(done));
+                                        });
+                     });
                    });
 }
 
@@ -142,7 +152,10 @@ void Filesystem::Impl::finish_open(fuse_req_t req, Ino ino, fuse_file_info* fi, 
   handle->append_offset = size;
   std::string path = remote->path;
   const bool readable = (fi->flags & O_ACCMODE) != O_WRONLY;
-  if (fi->flags & O_TRUNC) data_changed(ino);  // other handles' prefetched bytes are gone
+  if (fi->flags & O_TRUNC) {
+    data_changed(ino);  // other handles' prefetched bytes are gone
+    floor_truncate(ino, 0);
+  }
   std::optional<sftp::Attrs> known = entry_attrs;
   if (!known && !(fi->flags & O_TRUNC)) {
     if (auto cached = caches.attrs.get(path)) known = cached->attrs;
@@ -167,7 +180,10 @@ void Filesystem::Impl::finish_open(fuse_req_t req, Ino ino, fuse_file_info* fi, 
   fi->fh = register_handle(handle, ino);
   fi->direct_io = opt.direct_io ? 1 : 0;
   fi->keep_cache = (!writable && keep_cache_for(path)) ? 1 : 0;
-  if (writable || (fi->flags & O_TRUNC)) caches.changed(path);
+  if (writable || (fi->flags & O_TRUNC)) {
+    caches.changed(path);
+    node_changed(ino);
+  }
   int sent;
   fuse_entry_param e;
   if (entry_attrs) {
@@ -283,7 +299,7 @@ void Filesystem::Impl::release_handle(uint64_t fh) {
     }
     for (auto& s : stripes) close_quietly(s);
     if (handle->writable) {
-      if (auto path = inodes.path(handle->ino)) caches.changed(*path);
+      node_changed(handle->ino);
     }
     inodes.close_ref(handle->ino);
   });
@@ -346,6 +362,10 @@ void Filesystem::Impl::copy_file_range(fuse_req_t req, fuse_file_info* fi_in, of
   auto out = file_handle(fi_out);
   if (!in || !out) return (void)fuse_reply_err(req, EBADF);
   if (off_in < 0 || off_out < 0) return (void)fuse_reply_err(req, EINVAL);
+  // Inside one file: OpenSSH refuses copy-data between one handle, or two opened by one name (FAILURE).
+  // EOPNOTSUPP makes the kernel copy this range through read and write (ENOSYS would turn server-side
+  // copies off for the whole mount).
+  if (in->ino == out->ino || in->remote->path == out->remote->path) return (void)fuse_reply_err(req, EOPNOTSUPP);
   if (len == 0) return (void)fuse_reply_write(req, 0);
   // Both files' writes (on every connection, through every handle) must be on the server before it copies.
   when_inode_drained(in->ino, [this, req, in, out, off_in, off_out, len] {
@@ -365,7 +385,7 @@ void Filesystem::Impl::copy_file_range(fuse_req_t req, fuse_file_info* fi_in, of
           write_order.complete(out->ino, r.first);
           Status s = std::move(r.second);
           floor_write_done(out->ino, n);
-          if (auto path = inodes.path(out->ino)) caches.changed(*path);
+          node_changed(out->ino);
           if (!s) {
             if (s.error().kind == Error::Kind::unsupported) return (void)fuse_reply_err(req, ENOSYS);
             return reply_error(req, s.error());

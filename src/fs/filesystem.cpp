@@ -112,6 +112,9 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
   guarded(req, [&](auto* fs) { fs->setattr(req, ino, attr, to_set, fi); });
 }
+void op_access(fuse_req_t req, fuse_ino_t ino, int mask) {
+  guarded(req, [&](auto* fs) { fs->access(req, ino, mask); });
+}
 void op_readlink(fuse_req_t req, fuse_ino_t ino) {
   guarded(req, [&](auto* fs) { fs->readlink(req, ino); });
 }
@@ -190,6 +193,7 @@ fuse_lowlevel_ops make_ops() {
   ops.getattr = op_getattr;
   ops.setattr = op_setattr;
   ops.readlink = op_readlink;
+  ops.access = op_access;
   ops.mknod = op_mknod;
   ops.mkdir = op_mkdir;
   ops.unlink = op_unlink;

@@ -46,6 +46,8 @@ struct FsOptions {
   bool kernel_cache = false, auto_cache = false, direct_io = false;
   bool disable_hardlink = false;
   bool follow_symlinks = false;
+  bool transform_symlinks = false;  // readlink: absolute targets inside remote_root shown relative
+  bool contain_symlinks = false;    // readlink: EPERM for targets that could leave the mount
   uint32_t max_read = 0;  // 0: ours
 
   // Sequential read prefetching (see fs/prefetcher.hpp). prefetch=false is sshfs's no_readahead.

@@ -38,6 +38,7 @@
 #include "fs/handles.hpp"
 #include "fs/inode_table.hpp"
 #include "fs/prefetcher.hpp"
+#include "fs/symlink_rewrite.hpp"
 #include "fs/write_order.hpp"
 #include "util/log.hpp"
 
@@ -199,18 +200,27 @@ struct Filesystem::Impl {
   };
 
   // ---- write floors: while writes to an inode are in flight the server's size lags behind what the
-  // application wrote; the size we report is never below what was acknowledged ----
+  // application wrote; the size we report is never below what was acknowledged. A floor stays after
+  // the writes are answered until attributes asked for after that arrive (or this mount truncates
+  // the file): a stat answered before the writes were applied must not shrink the file. ----
   struct Floor {
     uint64_t size = 0;
     uint64_t pending = 0;
+    uint64_t done_at = 0;  // write_epoch when the last write was answered; 0 while any is in flight
   };
   std::mutex floors_mutex;  // leaf
   std::unordered_map<Ino, Floor> floors;
+  std::atomic<uint64_t> write_epoch{1};  // counts "every write to some file was answered" moments
 
   void floor_write_sent(Ino ino, uint64_t end, uint64_t bytes);
   void floor_write_done(Ino ino, uint64_t bytes);
   void floor_truncate(Ino ino, uint64_t size);
   std::optional<uint64_t> floor_of(Ino ino);
+  bool writes_in_flight(Ino ino);
+  // Attributes asked for at write_epoch `asked_at` arrived: they include every write answered before,
+  // so a floor whose writes were all answered by then goes. True when no floor is left (the
+  // attributes may be cached as they are).
+  bool floor_confirmed(Ino ino, uint64_t asked_at);
 
   // ---- data freshness: prefetched bytes and size hints of open files ----
 
@@ -256,6 +266,14 @@ struct Filesystem::Impl {
   void reply_entry(fuse_req_t req, Ino parent, const std::string& name, const sftp::Attrs& attrs,
                    uint32_t nlink_hint = 0);
   void reply_negative(fuse_req_t req);
+  // A negative entry from what the server said `age` ago: the kernel keeps it only for the rest of
+  // negative_timeout.
+  void reply_negative(fuse_req_t req, std::chrono::milliseconds age);
+  // The node lost a name (unlink, or a rename over it): what is cached for its other names is stale.
+  void names_lost_link(Ino ino);
+  // The node's attributes or data changed: what is cached under each of its names is stale (a file
+  // with hard links made through this mount has several).
+  void node_changed(Ino ino);
 
   // ---- small client helpers ----
   void stat_path(const std::string& path, client::Callback<sftp::Attrs> done);
@@ -280,6 +298,8 @@ struct Filesystem::Impl {
   void lookup(fuse_req_t req, Ino parent, const char* name);
   void forget(Ino ino, uint64_t nlookup);
   void getattr(fuse_req_t req, Ino ino, fuse_file_info* fi);
+  // access(2) and chdir when the kernel does not check permissions itself (no default_permissions).
+  void access(fuse_req_t req, Ino ino, int mask);
   void setattr(fuse_req_t req, Ino ino, const struct stat* attr, int to_set, fuse_file_info* fi);
   void readlink(fuse_req_t req, Ino ino);
 

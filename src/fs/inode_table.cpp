@@ -1,5 +1,6 @@
 #include "fs/inode_table.hpp"
 
+#include <algorithm>
 #include <cassert>
 #include <vector>
 
@@ -101,17 +102,28 @@ void InodeTable::maybe_erase_locked(Ino ino) {
     Node& node = it->second;
     if (node.lookups != 0 || node.opens != 0 || !node.children.empty()) return;
     Ino parent = node.parent;
+    std::vector<std::pair<Ino, std::string>> others;
     if (!node.detached) {
       auto p = nodes_.find(parent);
       if (p != nodes_.end()) {
         auto c = p->second.children.find(node.name);
         if (c != p->second.children.end() && c->second == ino) p->second.children.erase(c);
       }
+      others.swap(node.other_names);
+      for (const auto& [op, on] : others) {
+        auto o = nodes_.find(op);
+        if (o == nodes_.end()) continue;
+        auto c = o->second.children.find(on);
+        if (c != o->second.children.end() && c->second == ino) o->second.children.erase(c);
+      }
     }
     bool was_detached = node.detached;
     nodes_.erase(it);
     if (was_detached) return;  // a detached node is no longer its parent's child
-    ino = parent;              // the parent may have been kept only for this child
+    for (const auto& other : others) {
+      if (other.first != parent) maybe_erase_locked(other.first);
+    }
+    ino = parent;  // the parent may have been kept only for this child
   }
 }
 
@@ -151,58 +163,156 @@ void InodeTable::detach_locked(Ino ino) {
   auto it = nodes_.find(ino);
   if (it == nodes_.end() || it->second.detached) return;
   Node& node = it->second;
+  std::vector<Ino> parents{node.parent};
   auto p = nodes_.find(node.parent);
   if (p != nodes_.end()) {
     auto c = p->second.children.find(node.name);
     if (c != p->second.children.end() && c->second == ino) p->second.children.erase(c);
   }
+  for (const auto& [op, on] : node.other_names) {
+    parents.push_back(op);
+    auto o = nodes_.find(op);
+    if (o == nodes_.end()) continue;
+    auto c = o->second.children.find(on);
+    if (c != o->second.children.end() && c->second == ino) o->second.children.erase(c);
+  }
+  node.other_names.clear();
   node.detached = true;
-  Ino parent = node.parent;
   maybe_erase_locked(ino);
-  maybe_erase_locked(parent);
+  for (Ino parent : parents) maybe_erase_locked(parent);
 }
 
-void InodeTable::unlink(Ino parent, std::string_view name) {
+void InodeTable::remove_name_locked(Ino ino, Ino parent, const std::string& name, bool erase_parent) {
+  auto it = nodes_.find(ino);
+  if (it == nodes_.end() || it->second.detached) return;
+  Node& node = it->second;
+  const bool primary = node.parent == parent && node.name == name;
+  auto other = std::find_if(node.other_names.begin(), node.other_names.end(),
+                            [&](const auto& n) { return n.first == parent && n.second == name; });
+  if (!primary && other == node.other_names.end()) return;
+  if (node.nlink > 1) --node.nlink;
+  if (node.other_names.empty()) {
+    // Its last name: an open handle keeps it alive, with no name and no links.
+    node.nlink = 0;
+    node.unlinked = true;
+    return detach_locked(ino);
+  }
+  auto p = nodes_.find(parent);
+  if (p != nodes_.end()) {
+    auto c = p->second.children.find(name);
+    if (c != p->second.children.end() && c->second == ino) p->second.children.erase(c);
+  }
+  if (primary) {
+    node.parent = node.other_names.back().first;
+    node.name = std::move(node.other_names.back().second);
+    node.other_names.pop_back();
+  } else {
+    node.other_names.erase(other);
+  }
+  if (node.nlink == 0) node.nlink = 1 + static_cast<uint32_t>(node.other_names.size());
+  if (erase_parent) maybe_erase_locked(parent);
+}
+
+bool InodeTable::add_name(Ino ino, Ino parent, std::string_view name) {
   std::lock_guard lock(mutex_);
   auto p = nodes_.find(parent);
-  if (p == nodes_.end()) return;
-  auto c = p->second.children.find(std::string(name));
-  if (c == p->second.children.end()) return;
-  detach_locked(c->second);
+  auto n = nodes_.find(ino);
+  if (p == nodes_.end() || p->second.detached || n == nodes_.end() || n->second.detached) return false;
+  std::string key(name);
+  auto c = p->second.children.find(key);
+  if (c != p->second.children.end()) {
+    if (c->second == ino) return true;
+    detach_locked(c->second);  // a node we had for a name the server now says is this file
+  }
+  // Look both up again: detaching may have erased nodes (never these two: the parent has children
+  // or was checked above, and `ino` is not the detached one).
+  n = nodes_.find(ino);
+  p = nodes_.find(parent);
+  if (p == nodes_.end() || n == nodes_.end()) return false;
+  p->second.children[key] = ino;
+  n->second.other_names.emplace_back(parent, std::move(key));
+  return true;
 }
 
-void InodeTable::rename(Ino old_parent, std::string_view old_name, Ino new_parent, std::string_view new_name) {
+std::optional<Ino> InodeTable::unlink(Ino parent, std::string_view name) {
+  std::lock_guard lock(mutex_);
+  auto p = nodes_.find(parent);
+  if (p == nodes_.end()) return std::nullopt;
+  auto c = p->second.children.find(std::string(name));
+  if (c == p->second.children.end()) return std::nullopt;
+  Ino ino = c->second;
+  remove_name_locked(ino, parent, std::string(name));
+  return ino;
+}
+
+std::vector<std::string> InodeTable::paths(Ino ino) const {
+  std::lock_guard lock(mutex_);
+  std::vector<std::string> out;
+  auto it = nodes_.find(ino);
+  if (it == nodes_.end() || it->second.detached) return out;
+  if (auto p = path_locked(ino)) out.push_back(*p);
+  for (const auto& [op, on] : it->second.other_names) {
+    if (auto dir = path_locked(op)) out.push_back(join(*dir, on));
+  }
+  return out;
+}
+
+bool InodeTable::unlinked(Ino ino) const {
+  std::lock_guard lock(mutex_);
+  auto it = nodes_.find(ino);
+  return it != nodes_.end() && it->second.unlinked;
+}
+
+std::optional<Ino> InodeTable::rename(Ino old_parent, std::string_view old_name, Ino new_parent,
+                                      std::string_view new_name) {
   std::lock_guard lock(mutex_);
   auto op = nodes_.find(old_parent);
   auto np = nodes_.find(new_parent);
-  if (op == nodes_.end() || np == nodes_.end()) return;
+  if (op == nodes_.end() || np == nodes_.end()) return std::nullopt;
   std::string old_key(old_name), new_key(new_name);
   auto src = op->second.children.find(old_key);
+  std::optional<Ino> replaced;
   if (src == op->second.children.end()) {
     // We never handed out a node for the source: only the target's node (if any) is affected.
     auto dst = np->second.children.find(new_key);
-    if (dst != np->second.children.end()) detach_locked(dst->second);
-    return;
+    if (dst != np->second.children.end()) {
+      replaced = dst->second;
+      remove_name_locked(*replaced, new_parent, new_key);
+    }
+    return replaced;
   }
   Ino moving = src->second;
   auto dst = np->second.children.find(new_key);
   if (dst != np->second.children.end()) {
-    if (dst->second == moving) return;  // rename onto itself
-    Ino replaced = dst->second;
-    // Detaching may erase nodes, but never `moving` (it is still its parent's child), nor the
-    // parents (they have `moving` or the replaced node as children until below).
-    auto rit = nodes_.find(replaced);
-    rit->second.detached = true;
-    np->second.children.erase(dst);
-    maybe_erase_locked(replaced);
+    if (dst->second == moving) return std::nullopt;  // onto itself, or onto another name of the same file
+    replaced = dst->second;
+    // The replaced node loses the name. Removing it may erase nodes, but never `moving` (it is still
+    // its parent's child), nor the parents (they have `moving` or the replaced node as children).
+    auto rit = nodes_.find(*replaced);
+    if (rit->second.other_names.empty() || rit->second.detached) {
+      rit->second.nlink = 0;
+      rit->second.unlinked = true;
+      rit->second.detached = true;
+      np->second.children.erase(dst);
+      maybe_erase_locked(*replaced);
+    } else {
+      remove_name_locked(*replaced, new_parent, new_key, /*erase_parent=*/false);
+    }
   }
   // Iterators may be stale after erasures: look the parents up again.
   nodes_.at(old_parent).children.erase(old_key);
   Node& node = nodes_.at(moving);
-  node.parent = new_parent;
-  node.name = new_key;
+  if (node.parent == old_parent && node.name == old_key) {
+    node.parent = new_parent;
+    node.name = new_key;
+  } else {
+    for (auto& other : node.other_names) {
+      if (other.first == old_parent && other.second == old_key) other = {new_parent, new_key};
+    }
+  }
   nodes_.at(new_parent).children[new_key] = moving;
   if (old_parent != new_parent) maybe_erase_locked(old_parent);
+  return replaced;
 }
 
 void InodeTable::set_nlink(Ino ino, uint32_t nlink) {

@@ -19,6 +19,8 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 namespace sftpfs::fs {
 
@@ -48,15 +50,23 @@ class InodeTable {
   std::optional<std::string> child_path(Ino parent, std::string_view name) const;
   std::optional<Ino> parent_of(Ino ino) const;
 
-  // The name was removed on the server: the node (if any) is detached.
-  void unlink(Ino parent, std::string_view name);
-  // The server renamed old_parent/old_name to new_parent/new_name: the node moves, a node that was
-  // at the target is detached.
-  void rename(Ino old_parent, std::string_view old_name, Ino new_parent, std::string_view new_name);
+  // A hard link made through this mount: parent/name is one more name of `ino` (one node, one inode
+  // number, one link count). False when the parent is unknown or detached, or the node is unknown.
+  bool add_name(Ino ino, Ino parent, std::string_view name);
+  // The name was removed on the server: the node (if any) loses it, and its link count drops by one.
+  // A node left without names is detached (its link count shows 0). Returns the node.
+  std::optional<Ino> unlink(Ino parent, std::string_view name);
+  // The server renamed old_parent/old_name to new_parent/new_name: the name moves; the node that had
+  // the target name loses it, as in unlink (returned). Two names of one node: nothing happens (POSIX).
+  std::optional<Ino> rename(Ino old_parent, std::string_view old_name, Ino new_parent, std::string_view new_name);
+  // Paths of every name the node has (its path first); empty when detached.
+  std::vector<std::string> paths(Ino ino) const;
 
   // Link count learned from the server (READDIR longname); 0 = unknown.
   void set_nlink(Ino ino, uint32_t nlink);
   uint32_t nlink(Ino ino) const;
+  // Every name of the node was removed through this mount (an open file unlinked): it shows 0 links.
+  bool unlinked(Ino ino) const;
   // Records a regular file's size and mtime as seen in attributes; true when they differ from the
   // ones seen before (the file's bytes may have changed: cached data is stale).
   bool note_data_signature(Ino ino, uint64_t size, uint32_t mtime);
@@ -79,6 +89,8 @@ class InodeTable {
   struct Node {
     Ino parent = 0;
     std::string name;
+    std::vector<std::pair<Ino, std::string>> other_names;  // hard links made through this mount
+    bool unlinked = false;
     uint64_t lookups = 0;
     uint32_t opens = 0;
     uint32_t nlink = 0;
@@ -94,6 +106,9 @@ class InodeTable {
 
   std::optional<std::string> path_locked(Ino ino) const;
   void detach_locked(Ino ino);
+  // Takes parent/name away from `ino` (detaching it when it was its last name); drops the link count.
+  // `erase_parent`: the parent may go too when nothing else keeps it (not while a rename still needs it).
+  void remove_name_locked(Ino ino, Ino parent, const std::string& name, bool erase_parent = true);
   // Erases the node if nothing references it any more, then looks at its parent the same way.
   void maybe_erase_locked(Ino ino);
 

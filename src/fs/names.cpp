@@ -46,12 +46,26 @@ void Filesystem::Impl::reply_entry(fuse_req_t req, Ino parent, const std::string
   if (fuse_reply_entry(req, &e) != 0) inodes.forget(*ino, 1);
 }
 
+void Filesystem::Impl::names_lost_link(Ino ino) {
+  // Its other names (hard links made through this mount) show the new count: forget what we had.
+  node_changed(ino);
+}
+
+void Filesystem::Impl::node_changed(Ino ino) {
+  for (const auto& path : inodes.paths(ino)) caches.changed(path);
+}
+
 void Filesystem::Impl::reply_negative(fuse_req_t req) {
-  if (negative_timeout > 0) {
+  reply_negative(req, std::chrono::milliseconds{0});
+}
+
+void Filesystem::Impl::reply_negative(fuse_req_t req, std::chrono::milliseconds age) {
+  const double remaining = negative_timeout - seconds(age);
+  if (remaining > 0) {
     fuse_entry_param e;
     std::memset(&e, 0, sizeof e);
     e.ino = 0;  // a negative entry the kernel may cache for entry_timeout
-    e.entry_timeout = negative_timeout;
+    e.entry_timeout = remaining;
     fuse_reply_entry(req, &e);
   } else {
     fuse_reply_err(req, ENOENT);
@@ -63,13 +77,21 @@ void Filesystem::Impl::lookup(fuse_req_t req, Ino parent, const char* name) {
   auto path = inodes.child_path(parent, name);
   if (!path) return (void)fuse_reply_err(req, ENOENT);
   std::string n = name;
-  if (caches.negative.get(*path)) return reply_negative(req);
+  // The negative rule: a missing name is remembered (here and, through the entry timeout, by the
+  // kernel) at most negative_timeout from when the server said it was missing, so a name created
+  // elsewhere shows within negative_timeout of its creation. A cached "missing" or a listing without
+  // the name answers only for what is left of that time.
+  if (auto age = caches.negative.age(*path)) return reply_negative(req, *age);
   if (auto cached = caches.attrs.get(*path)) return reply_entry(req, parent, n, cached->attrs, cached->nlink);
   if (!opt.follow_symlinks) {
     if (auto listed = caches.from_listing(Caches::parent_path(*path), n)) {
-      if (!*listed) return reply_negative(req);
+      if (!*listed) {
+        auto age = caches.dirs.age(Caches::parent_path(*path));
+        if (age && seconds(*age) < negative_timeout) return reply_negative(req, *age);
+        // Older than that: the server says (below).
+      }
       // Listed, but its attributes changed since (unknown here): ask below.
-      if ((*listed)->attrs.has(sftp::SSH_FILEXFER_ATTR_PERMISSIONS)) {
+      if (*listed && (*listed)->attrs.has(sftp::SSH_FILEXFER_ATTR_PERMISSIONS)) {
         return reply_entry(req, parent, n, (*listed)->attrs, (*listed)->nlink);
       }
     } else {
@@ -98,13 +120,25 @@ void Filesystem::Impl::lookup(fuse_req_t req, Ino parent, const char* name) {
   });
 }
 
-void Filesystem::Impl::forget(Ino ino, uint64_t nlookup) { inodes.forget(ino, nlookup); }
+void Filesystem::Impl::forget(Ino ino, uint64_t nlookup) {
+  inodes.forget(ino, nlookup);
+  if (!inodes.contains(ino)) {
+    std::lock_guard lock(floors_mutex);
+    auto it = floors.find(ino);
+    if (it != floors.end() && it->second.pending == 0) floors.erase(it);  // nobody asks for its size now
+  }
+}
 
 void Filesystem::Impl::readlink(fuse_req_t req, Ino ino) {
   auto path = inodes.path(ino);
   if (!path) return (void)fuse_reply_err(req, ENOENT);
-  client->readlink(*path, tracked([this, req](Result<std::string> r) {
+  client->readlink(*path, tracked([this, req, p = *path](Result<std::string> r) {
     if (!r) return reply_error(req, r.error());
+    if (opt.transform_symlinks || opt.contain_symlinks) {
+      auto shown = shown_symlink_target(opt.remote_root, p, *r, {opt.transform_symlinks, opt.contain_symlinks});
+      if (!shown) return reply_error(req, shown.error());
+      return (void)fuse_reply_readlink(req, shown->c_str());
+    }
     fuse_reply_readlink(req, r->c_str());
   }));
 }
@@ -183,7 +217,7 @@ void Filesystem::Impl::unlink(fuse_req_t req, Ino parent, const char* name) {
       return reply_error(req, s.error());
     }
     caches.removed(p);
-    inodes.unlink(parent, n);
+    if (auto ino = inodes.unlink(parent, n)) names_lost_link(*ino);
     fuse_reply_err(req, 0);
   }));
 }
@@ -196,6 +230,11 @@ void Filesystem::Impl::rename(fuse_req_t req, Ino parent, const char* name, Ino 
   auto to = inodes.child_path(newparent, newname);
   if (!from || !to) return (void)fuse_reply_err(req, ENOENT);
   std::string f = *from, t = *to, n = name, nn = newname;
+  // Two names of one file (a hard link made through this mount): nothing to do (POSIX). The kernel
+  // normally sees that itself; a server without posix-rename would remove the target first.
+  if (auto from_ino = inodes.find(parent, n); from_ino && from_ino == inodes.find(newparent, nn)) {
+    return (void)fuse_reply_err(req, 0);
+  }
 
   auto change = std::make_shared<NamespaceChange>(this);  // until the reply has been handled
   auto done = [this, req, parent, n, newparent, nn, f, t, change](Status s) {
@@ -207,7 +246,7 @@ void Filesystem::Impl::rename(fuse_req_t req, Ino parent, const char* name, Ino 
       caches.removed(f);
       caches.removed(t);
       caches.added(t, moved);
-      inodes.rename(parent, n, newparent, nn);
+      if (auto replaced = inodes.rename(parent, n, newparent, nn)) names_lost_link(*replaced);
       return (void)fuse_reply_err(req, 0);
     }
     caches.changed_tree(f);
@@ -283,9 +322,17 @@ void Filesystem::Impl::link(fuse_req_t req, Ino ino, Ino newparent, const char* 
           return reply_error(req, r.error());
         }
         caches.added(t, *r, nlink);
-        // The kernel keeps the source's cached attributes (a different node to it): have it ask again
-        // for the new link count. Attributes only (offset < 0): no page cache work, nothing to deadlock.
-        if (session) fuse_lowlevel_notify_inval_inode(session, ino, -1, 0);
+        // One file, one node: the new name is the source's node (same inode number, attributes and
+        // link count), as on a local filesystem; a server-side link made elsewhere cannot be seen as one.
+        if (!inodes.add_name(ino, newparent, nn)) {
+          // The source went away meanwhile: the new name gets a node of its own. The kernel then keeps
+          // the source's cached attributes (a different node to it): have it ask again for the new link
+          // count. Attributes only (offset < 0): no page cache work, nothing to deadlock.
+          if (session) fuse_lowlevel_notify_inval_inode(session, ino, -1, 0);
+        }
+        for (const auto& other : inodes.paths(ino)) {
+          if (other != t) caches.changed(other);  // its cached link count is one short
+        }
         reply_entry(req, newparent, nn, *r, nlink);
       });
   client->hardlink_on(connection, f, t, tracked(on_linked));

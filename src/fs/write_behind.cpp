@@ -9,6 +9,7 @@ void Filesystem::Impl::floor_write_sent(Ino ino, uint64_t end, uint64_t bytes) {
   auto& f = floors[ino];
   f.size = std::max(f.size, end);
   f.pending += bytes;
+  f.done_at = 0;
 }
 
 void Filesystem::Impl::floor_write_done(Ino ino, uint64_t bytes) {
@@ -18,16 +19,24 @@ void Filesystem::Impl::floor_write_done(Ino ino, uint64_t bytes) {
     if (it == floors.end()) return;
     it->second.pending -= std::min(it->second.pending, bytes);
     if (it->second.pending != 0) return;
-    floors.erase(it);
+    // Kept until attributes asked for after this moment arrive (floor_confirmed): a stat that was
+    // on its way meanwhile (possibly on another connection, answered before these writes were
+    // applied) must not show the size from before them.
+    it->second.done_at = write_epoch.fetch_add(1) + 1;
   }
   // Attributes fetched while the writes were in flight are older than the file now is.
-  if (auto path = inodes.path(ino)) caches.changed(*path);
+  node_changed(ino);
 }
 
 void Filesystem::Impl::floor_truncate(Ino ino, uint64_t size) {
   std::lock_guard lock(floors_mutex);
   auto it = floors.find(ino);
-  if (it != floors.end()) it->second.size = size;
+  if (it == floors.end()) return;
+  if (it->second.pending == 0) {
+    floors.erase(it);  // the truncation is the newest size, and the server has it
+  } else {
+    it->second.size = size;
+  }
 }
 
 std::optional<uint64_t> Filesystem::Impl::floor_of(Ino ino) {
@@ -35,6 +44,21 @@ std::optional<uint64_t> Filesystem::Impl::floor_of(Ino ino) {
   auto it = floors.find(ino);
   if (it == floors.end()) return std::nullopt;
   return it->second.size;
+}
+
+bool Filesystem::Impl::writes_in_flight(Ino ino) {
+  std::lock_guard lock(floors_mutex);
+  auto it = floors.find(ino);
+  return it != floors.end() && it->second.pending != 0;
+}
+
+bool Filesystem::Impl::floor_confirmed(Ino ino, uint64_t asked_at) {
+  std::lock_guard lock(floors_mutex);
+  auto it = floors.find(ino);
+  if (it == floors.end()) return true;
+  if (it->second.pending != 0 || it->second.done_at == 0 || it->second.done_at > asked_at) return false;
+  floors.erase(it);
+  return true;
 }
 
 void Filesystem::Impl::data_changed(Ino ino) {

@@ -52,14 +52,8 @@ MAX_FILE = 16 << 20    # the generator keeps files below this
 # Differences sftpfs still has (issue 8), each tolerated here until its fix lands and removes it.
 # --strict compares them anyway.
 KNOWN_GAPS = {
-    "nlink",              # file link counts (unlinked open files, links made and removed)
-    "hardlinks",          # hard links made through the mount are one file (number, attributes): no links made
-    "copy-same-file",     # copy_file_range inside one file, or between descriptors opened by one name
-                          # (OpenSSH refuses copy-data between handles opened by the same path)
     "append-end",         # O_APPEND writes go to the end the handle saw at open plus its own writes, and
                           # the kernel's writeback of mapped pages through an O_APPEND handle appends them
-    "stale-size",         # a getattr racing the completion of a write can answer the size from before
-                          # it: the mount's side fsyncs after every write, so none is in flight
 }
 GAPS = set(KNOWN_GAPS)
 

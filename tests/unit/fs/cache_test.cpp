@@ -108,6 +108,41 @@ TEST(Caches, ChangeInvalidatesEntryAndParentListing) {
   EXPECT_FALSE(caches.attrs.get("/r/f"));
 }
 
+TEST(Caches, NameChangesForgetTheParentsOwnAttributes) {
+  FakeClock clock;
+  Caches::Config config;
+  config.attr_ttl = config.dir_ttl = config.negative_ttl = 5s;
+  Caches caches(config, clock.fn());
+  sftp::Attrs dir;
+  dir.set_permissions(040755).set_times(1, 1);
+  caches.put_listing("/r", std::make_shared<std::vector<DirEntry>>(std::vector<DirEntry>{{"d", dir, 2}}));
+  caches.put_listing("/r/d", std::make_shared<std::vector<DirEntry>>());
+  ASSERT_TRUE(caches.attrs.get("/r/d"));
+  caches.added("/r/d/new", file_attrs(0));
+  EXPECT_FALSE(caches.attrs.get("/r/d"));  // its mtime moved
+  auto entry = caches.from_listing("/r", "d");
+  ASSERT_TRUE(entry && *entry);
+  EXPECT_EQ((*entry)->attrs.flags, 0u);  // unknown in the parent's listing too
+  EXPECT_TRUE(caches.from_listing("/r/d", "new"));  // the directory's own listing is edited, not dropped
+  caches.attrs.put("/r/d", CachedAttrs{dir, 0});
+  caches.removed("/r/d/new");
+  EXPECT_FALSE(caches.attrs.get("/r/d"));
+  caches.attrs.put("/r/d", CachedAttrs{dir, 0});
+  caches.changed("/r/d/other");  // data or attributes of an entry: the directory is unchanged
+  EXPECT_TRUE(caches.attrs.get("/r/d"));
+}
+
+TEST(Caches, AgeOfAnEntry) {
+  FakeClock clock;
+  TtlMap<int> map(1000ms, 10, clock.fn());
+  EXPECT_FALSE(map.age("/a"));
+  map.put("/a", 1);
+  clock.now += 300ms;
+  EXPECT_EQ(map.age("/a"), 300ms);
+  clock.now += 700ms;
+  EXPECT_FALSE(map.age("/a"));
+}
+
 TEST(Caches, ListingsFollowWhatThisMountAddsAndRemoves) {
   FakeClock clock;
   Caches::Config config;

@@ -115,5 +115,56 @@ TEST(InodeTable, NlinkAndTypeRemembered) {
   EXPECT_EQ(t.type(a), static_cast<mode_t>(S_IFDIR));
 }
 
+TEST(InodeTable, HardLinksAreOneNodeWithOneLinkCount) {
+  InodeTable t("/r");
+  auto d = *t.link(kRootIno, "d", 1, S_IFDIR);
+  auto a = *t.link(kRootIno, "a", 1, S_IFREG);
+  ASSERT_TRUE(t.add_name(a, d, "b"));
+  t.set_nlink(a, 2);
+  EXPECT_EQ(t.find(d, "b"), a);
+  EXPECT_EQ(t.link(d, "b", 1), a);  // a lookup of the new name finds the same node
+  EXPECT_EQ(t.paths(a), (std::vector<std::string>{"/r/a", "/r/d/b"}));
+  // Removing the first name: the other becomes the path, the count drops.
+  EXPECT_EQ(t.unlink(kRootIno, "a"), a);
+  EXPECT_EQ(t.path(a), "/r/d/b");
+  EXPECT_EQ(t.nlink(a), 1u);
+  EXPECT_FALSE(t.detached(a));
+  EXPECT_FALSE(t.unlinked(a));
+  // A rename over a name of a linked node takes only that name.
+  ASSERT_TRUE(t.add_name(a, kRootIno, "c"));
+  t.set_nlink(a, 2);
+  auto x = *t.link(kRootIno, "x", 1, S_IFREG);
+  EXPECT_EQ(t.rename(kRootIno, "x", kRootIno, "c"), a);
+  EXPECT_EQ(t.find(kRootIno, "c"), x);
+  EXPECT_EQ(t.nlink(a), 1u);
+  EXPECT_EQ(t.path(a), "/r/d/b");
+  // Renaming one name onto another name of the same node changes nothing (POSIX).
+  ASSERT_TRUE(t.add_name(a, kRootIno, "e"));
+  EXPECT_FALSE(t.rename(kRootIno, "e", d, "b"));
+  EXPECT_EQ(t.find(kRootIno, "e"), a);
+  // The last name goes: detached, zero links, alive while the kernel holds it.
+  t.unlink(kRootIno, "e");
+  t.unlink(d, "b");
+  EXPECT_TRUE(t.detached(a));
+  EXPECT_TRUE(t.unlinked(a));
+  EXPECT_TRUE(t.contains(a));
+  t.forget(a, 2);
+  EXPECT_FALSE(t.contains(a));
+  EXPECT_TRUE(t.contains(d));
+}
+
+TEST(InodeTable, ForgettingALinkedNodeRemovesEveryName) {
+  InodeTable t("/r");
+  auto d = *t.link(kRootIno, "d", 1, S_IFDIR);
+  auto a = *t.link(kRootIno, "a", 1, S_IFREG);
+  ASSERT_TRUE(t.add_name(a, d, "b"));
+  t.forget(d, 1);  // d is kept: it has a child
+  EXPECT_TRUE(t.contains(d));
+  t.forget(a, 1);
+  EXPECT_FALSE(t.contains(a));
+  EXPECT_FALSE(t.find(d, "b"));
+  EXPECT_FALSE(t.contains(d));  // kept only for that name
+}
+
 }  // namespace
 }  // namespace sftpfs::fs
