@@ -16,6 +16,9 @@ packages=(
   mount systemd
   # the Debian package (scripts/package.sh) and its test: build it, check it, read its manual pages
   dpkg-dev debhelper lintian rsync man-db groff-base
+  # other SFTP servers the suite runs against (tests/servers): gesftpserver, proftpd mod_sftp, rclone,
+  # asyncssh and paramiko (Python servers), dropbear running OpenSSH's sftp-server
+  gesftpserver proftpd-core proftpd-mod-crypto rclone python3-asyncssh python3-paramiko dropbear-bin
   # benchmarks: sshfs to compare against, fio for random reads
   sshfs fio
 )
