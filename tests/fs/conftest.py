@@ -2,6 +2,9 @@
 
 Everything started here is stopped here, by pid, even when a test fails:
 - `sshd` (one per session): tests/support/test-sshd in a temp dir; the "remote" side is a local folder.
+  With SFTPFS_TEST_SERVER=NAME it is another SFTP server instead (servers.py: gesftpserver, proftpd,
+  rclone, asyncssh, paramiko, dropbear, internal-sftp), and tests marked `needs("feature", ...)` that it
+  lacks are skipped: scripts/test-servers.sh runs the filesystem tests that way on every server.
 - `remote`: a fresh empty directory on the server side for one test (a local path: check results there).
 - `mount`: a factory; mount(remote_path, options=[...]) mounts sftpfs and returns the mount point.
   Every mount is unmounted (fusermount3 -u, lazily if busy) and its process ended at teardown.
@@ -24,6 +27,25 @@ TEST_SSHD = ROOT / "tests" / "support" / "test-sshd"
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running (large files); still part of the suite")
+    config.addinivalue_line("markers", "needs(*features): skipped on a server that lacks one (servers.FEATURES)")
+    config.addinivalue_line("markers", "openssh_only: needs OpenSSH's sshd (its config, its processes)")
+
+
+def selected_server() -> str:
+    return os.environ.get("SFTPFS_TEST_SERVER", "openssh")
+
+
+def pytest_collection_modifyitems(config, items):
+    import servers
+    name = selected_server()
+    features = servers.FEATURES[name]
+    for item in items:
+        for marker in item.iter_markers("needs"):
+            missing = [f for f in marker.args if f not in features]
+            if missing:
+                item.add_marker(pytest.mark.skip(reason=f"{name} lacks {', '.join(missing)}"))
+        if name != "openssh" and item.get_closest_marker("openssh_only"):
+            item.add_marker(pytest.mark.skip(reason=f"OpenSSH's sshd only (running on {name})"))
 
 
 def sftpfs_binary() -> str:
@@ -91,6 +113,10 @@ class Sshd:
         self.remote_base = directory / "remote"
         self.remote_base.mkdir(exist_ok=True)
 
+    def server_path(self, local_path) -> str:
+        """The path sftpfs is given for a local directory of the server (servers.py: chrooted ones differ)."""
+        return str(local_path)
+
     def ssh_options(self):
         """The -p/-o arguments that let sftpfs (or sshfs) reach this server as root."""
         return ["-p", str(self.port), "-o", f"IdentityFile={self.key}", "-o", f"UserKnownHostsFile={self.known_hosts}"]
@@ -115,8 +141,14 @@ def private_sshd(prefix, extra_config=()):
 
 @pytest.fixture(scope="session")
 def sshd():
-    with private_sshd("sftpfs-fs-test-") as server:
-        yield server
+    name = selected_server()
+    if name == "openssh":
+        with private_sshd("sftpfs-fs-test-") as server:
+            yield server
+    else:
+        import servers
+        with servers.private_server(name) as server:
+            yield server
 
 
 @pytest.fixture
@@ -136,7 +168,7 @@ class Mounter:
         self.mounts = []  # (mountpoint, Popen or None)
 
     def command(self, remote_path, mountpoint, options=(), extra_args=()):
-        cmd = [sftpfs_binary(), f"root@127.0.0.1:{remote_path}", str(mountpoint)] + self.sshd.ssh_options()
+        cmd = [sftpfs_binary(), f"root@127.0.0.1:{self.sshd.server_path(remote_path)}", str(mountpoint)] + self.sshd.ssh_options()
         for opt in options:
             cmd += ["-o", opt]
         return cmd + list(extra_args)
