@@ -4,6 +4,7 @@
 #include <atomic>
 #include <mutex>
 
+#include "client/server_quirks.hpp"
 #include "util/log.hpp"
 
 namespace sftpfs::client {
@@ -65,6 +66,8 @@ ReplyCallback expect_single_name(Callback<std::string> done) {
 }  // namespace
 
 struct Client::Impl {
+  // Before the connections: destroyed after them, whose last callbacks may still use it.
+  std::unique_ptr<ServerQuirks> quirks;  // what the server does differently, learned as we go
   std::vector<std::unique_ptr<Connection>> connections;
   std::atomic<size_t> round_robin{0};
 
@@ -127,6 +130,7 @@ Result<std::unique_ptr<Client>> Client::connect(const ssh::SessionOptions& ssh_o
     if (!connection) return connection.take_error();  // the ones already open close with impl
     impl->connections.push_back(std::move(*connection));
   }
+  impl->quirks = std::make_unique<ServerQuirks>(impl->features());
   return std::unique_ptr<Client>(new Client(std::move(impl)));
 }
 
@@ -156,8 +160,9 @@ void Client::readlink(std::string path, Callback<std::string> done) {
   impl_->send(sftp::build_readlink(0, path), expect_single_name(std::move(done)));
 }
 void Client::symlink(std::string target, std::string link_path, Done done) {
-  impl_->send(sftp::build_symlink(0, target, link_path, features().symlink_draft_order), expect_ok(std::move(done)));
+  symlink_on(impl_->pick(), std::move(target), std::move(link_path), std::move(done));
 }
+bool Client::symlink_order_known() const { return impl_->quirks->symlink_order_known(); }
 void Client::mkdir(std::string path, sftp::Attrs attrs, Done done) {
   impl_->send(sftp::build_mkdir(0, path, attrs), expect_ok(std::move(done)));
 }
@@ -206,8 +211,11 @@ void Client::lsetstat_on(size_t connection, std::string path, sftp::Attrs attrs,
     impl_->send(connection, sftp::build_lsetstat(0, path, attrs), expect_ok(std::move(done)));
 }
 void Client::symlink_on(size_t connection, std::string target, std::string link_path, Done done) {
-  impl_->send(connection, sftp::build_symlink(0, target, link_path, features().symlink_draft_order),
-              expect_ok(std::move(done)));
+  Impl* impl = impl_.get();
+  auto send = [impl, connection](sftp::Bytes packet, ReplyCallback reply) {
+    impl->send(connection, std::move(packet), std::move(reply));
+  };
+  impl_->quirks->symlink(send, std::move(target), std::move(link_path), std::move(done));
 }
 void Client::hardlink_on(size_t connection, std::string old_path, std::string new_path, Done done) {
   if (impl_->require(sftp::kExtHardlink, done))
