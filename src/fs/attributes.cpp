@@ -4,6 +4,33 @@
 
 namespace sftpfs::fs {
 
+namespace {
+
+// 0 when what the server shows after an acknowledged SETSTAT is what was asked; else the errno for
+// a change it did not make: EPERM for mode or owner, EIO for a size (data may be lost).
+int ignored_change(const SetattrRequest& r, const sftp::Attrs& sent, const sftp::Attrs& now) {
+  if (r.size && now.has(sftp::SSH_FILEXFER_ATTR_SIZE) && now.size != *r.size) {
+    LOG_WARN("the server acknowledged a truncation to %llu bytes but the file has %llu",
+             static_cast<unsigned long long>(*r.size), static_cast<unsigned long long>(now.size));
+    return EIO;
+  }
+  // Set-id bits may be cleared by the server's kernel as a local chmod would: not compared.
+  constexpr uint32_t kCompared = 01777;
+  if (r.mode && sent.has(sftp::SSH_FILEXFER_ATTR_PERMISSIONS) && now.has(sftp::SSH_FILEXFER_ATTR_PERMISSIONS) &&
+      (now.permissions & kCompared) != (sent.permissions & kCompared)) {
+    LOG_WARN("the server acknowledged mode %o but the file has %o", sent.permissions & 07777, now.permissions & 07777);
+    return EPERM;
+  }
+  if ((r.uid || r.gid) && sent.has(sftp::SSH_FILEXFER_ATTR_UIDGID) && now.has(sftp::SSH_FILEXFER_ATTR_UIDGID) &&
+      (now.uid != sent.uid || now.gid != sent.gid)) {
+    LOG_WARN("the server acknowledged owner %u:%u but the file has %u:%u", sent.uid, sent.gid, now.uid, now.gid);
+    return EPERM;
+  }
+  return 0;
+}
+
+}  // namespace
+
 void Filesystem::Impl::note_file_attrs(Ino ino, const sftp::Attrs& attrs) {
   if (!attrs.has(sftp::SSH_FILEXFER_ATTR_SIZE) || !attrs.has(sftp::SSH_FILEXFER_ATTR_ACMODTIME)) return;
   if (inodes.note_data_signature(ino, attrs.size, attrs.mtime)) data_changed(ino);
@@ -120,6 +147,15 @@ void Filesystem::Impl::setattr(fuse_req_t req, Ino ino, const struct stat* attr,
   bool anything = r.mode || r.uid || r.gid || r.size || r.atime.kind != TimeSpec::Kind::omit ||
                   r.mtime.kind != TimeSpec::Kind::omit;
   if (!anything) return getattr(req, ino, fi);  // ctime only: nothing SFTP can set
+  // A symlink's own times without lsetstat@openssh.com (gesftpserver, paramiko, proftpd, asyncssh):
+  // SETSTAT would change the target's, so they are left as they are, and cp -a / tar finish the
+  // copy instead of failing on the last step. The link's times are its own and matter little.
+  if (S_ISLNK(inodes.type(ino)) && !r.mode && !r.uid && !r.gid && !r.size &&
+      !client->features().has(sftp::kExtLsetstat)) {
+    LOG_DEBUG("setattr: the server has no lsetstat; times of symlink inode %llu left unchanged",
+              static_cast<unsigned long long>(ino));
+    return getattr(req, ino, fi);
+  }
 
   auto handle = file_handle(fi);
   auto path = inodes.path(ino);
@@ -150,12 +186,16 @@ void Filesystem::Impl::setattr(fuse_req_t req, Ino ino, const struct stat* attr,
       // Without a size change and with the attributes we had, the result is known; otherwise the
       // attributes are read back by a request sent right behind the change (same connection,
       // answered in order): still one round trip.
-      const bool known_result = current && !times_only && !r.size && opt.cache;
+      // A change of mode, owner or size is always read back (same round trip): some servers (rclone)
+      // acknowledge a chmod or a truncation they did not make, and the mount must show what the
+      // server has, and the caller get an error, at once.
+      const bool known_result = current && !times_only && !r.size && !r.mode && !r.uid && !r.gid && opt.cache;
       std::function<void(Status, Result<sftp::Attrs>)> finish =
           [this, req, ino, r, path, current, sent, known_result](Status s, Result<sftp::Attrs> read_back) {
             if (!s) return reply_error(req, s.error());
             if (r.size) {
               floor_truncate(ino, *r.size);
+              truncated_through_mount(ino, *r.size);
               data_changed(ino);  // reads prefetched while the truncation was on its way
             }
             node_changed(ino);
@@ -165,6 +205,12 @@ void Filesystem::Impl::setattr(fuse_req_t req, Ino ino, const struct stat* attr,
             } else {
               if (!read_back) return reply_error(req, read_back.error());
               now = *read_back;
+              if (int err = ignored_change(r, sent, now)) {
+                // The server said OK and did not do it: show its truth, fail the call.
+                if (path) caches.attrs.put(*path, CachedAttrs{now, 0});
+                if (session) fuse_lowlevel_notify_inval_inode(session, ino, -1, 0);
+                return (void)fuse_reply_err(req, err);
+              }
             }
             if (path) caches.attrs.put(*path, CachedAttrs{now, 0});
             reply_attr(req, ino, now);
@@ -234,12 +280,12 @@ void Filesystem::Impl::setattr(fuse_req_t req, Ino ino, const struct stat* attr,
 
 void Filesystem::Impl::statfs(fuse_req_t req, Ino) {
   auto defaults = [req] {
-    // The server will not say: report plenty of room so tools that check free space proceed.
+    // The server will not say (no statvfs@openssh.com, or one that fails): sizes of 0, never invented
+    // numbers shown as real ones. df lists such a filesystem only with -a, with a size of 0; an
+    // error instead would fail every statfs(2) caller (file managers, `df` of all mounts).
     struct statvfs st {};
     st.f_bsize = 4096;
     st.f_frsize = 4096;
-    st.f_blocks = st.f_bfree = st.f_bavail = (1ull << 40) / 4096;
-    st.f_files = st.f_ffree = st.f_favail = 1000000000;
     st.f_namemax = kNameMax;
     fuse_reply_statfs(req, &st);
   };

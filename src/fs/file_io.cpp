@@ -150,11 +150,13 @@ void Filesystem::Impl::finish_open(fuse_req_t req, Ino ino, fuse_file_info* fi, 
   bool append = (fi->flags & O_APPEND) != 0;
   auto handle = std::make_shared<FileHandle>(ino, remote, writable, append);
   handle->append_offset = size;
+  handle->verify_size = writable && !(fi->flags & O_TRUNC) && !entry_attrs;  // entry_attrs: created
   std::string path = remote->path;
   const bool readable = (fi->flags & O_ACCMODE) != O_WRONLY;
   if (fi->flags & O_TRUNC) {
     data_changed(ino);  // other handles' prefetched bytes are gone
     floor_truncate(ino, 0);
+    truncated_through_mount(ino, 0);  // and their writes so far (before this handle is registered)
   }
   std::optional<sftp::Attrs> known = entry_attrs;
   if (!known && !(fi->flags & O_TRUNC)) {
@@ -216,7 +218,15 @@ void Filesystem::Impl::open(fuse_req_t req, Ino ino, fuse_file_info* fi) {
 }
 
 void Filesystem::Impl::open_now(fuse_req_t req, Ino ino, fuse_file_info info, const std::string& path, uint32_t pflags) {
-  client->open(path, pflags, sftp::Attrs{}, tracked([this, req, ino, info](Result<client::FileRef> r) mutable {
+  // proftpd refuses SSH_FXF_APPEND (PERMISSION_DENIED) unless configured for it. The flag is not needed:
+  // appends are written at our own end offset. So such a refusal is retried without it, and after
+  // one the flag is left out for the rest of the session.
+  if ((pflags & sftp::SSH_FXF_APPEND) && append_flag_refused.load()) pflags &= ~sftp::SSH_FXF_APPEND;
+  client->open(path, pflags, sftp::Attrs{}, tracked([this, req, ino, info, path, pflags](Result<client::FileRef> r) mutable {
+    if (!r && (pflags & sftp::SSH_FXF_APPEND) && is_status(r.error(), sftp::SSH_FX_PERMISSION_DENIED)) {
+      if (!append_flag_refused.exchange(true)) LOG_DEBUG("the server refuses the append flag: writing at the end without it");
+      return open_now(req, ino, info, path, pflags & ~sftp::SSH_FXF_APPEND);
+    }
     if (!r) return reply_error(req, r.error());
     client::FileRef remote = *r;
     if (!(info.flags & O_APPEND) || (info.flags & O_TRUNC)) {
@@ -237,7 +247,9 @@ void Filesystem::Impl::create(fuse_req_t req, Ino parent, const char* name, mode
   if (name_too_long(name)) return (void)fuse_reply_err(req, ENAMETOOLONG);
   auto path = inodes.child_path(parent, name);
   if (!path) return (void)fuse_reply_err(req, ENOENT);
-  uint32_t pflags = open_pflags(fi->flags) | sftp::SSH_FXF_CREAT;
+  // Without SSH_FXF_APPEND, which proftpd refuses: the handle writes at the size the LSTAT below
+  // shows (0 for a new file) and on from there, as for every append.
+  uint32_t pflags = (open_pflags(fi->flags) & ~sftp::SSH_FXF_APPEND) | sftp::SSH_FXF_CREAT;
   if (fi->flags & O_EXCL) pflags |= sftp::SSH_FXF_EXCL;
   sftp::Attrs attrs;
   attrs.set_permissions(mode & 07777);
@@ -328,7 +340,26 @@ void Filesystem::Impl::flush(fuse_req_t req, Ino, fuse_file_info* fi) {
   if (!handle->writable) return (void)fuse_reply_err(req, 0);
   when_drained(handle, [this, req, handle] {
     if (auto e = take_write_error(handle)) return reply_error(req, *e);
-    fuse_reply_err(req, 0);
+    uint64_t written_end = 0;
+    {
+      std::lock_guard lock(handle->mutex);
+      if (handle->verify_size) std::swap(written_end, handle->written_end);
+    }
+    if (written_end == 0) return (void)fuse_reply_err(req, 0);
+    // Did the writes land? A file never ends before the end of what was written to it; one that
+    // does lost them (rclone drops writes at an offset after a reopen, acknowledged).
+    client->fstat(handle->remote, tracked([this, req, handle, written_end](Result<sftp::Attrs> a) {
+      if (!a || !a->has(sftp::SSH_FILEXFER_ATTR_SIZE) || a->size >= written_end) return (void)fuse_reply_err(req, 0);
+      LOG_WARN("the server acknowledged writes up to byte %llu but the file has %llu bytes: writes lost",
+               static_cast<unsigned long long>(written_end), static_cast<unsigned long long>(a->size));
+      if (auto path = inodes.path(handle->ino)) {
+        caches.changed(*path);
+        caches.attrs.put(*path, CachedAttrs{*a, 0});
+      }
+      data_changed(handle->ino);
+      if (session) fuse_lowlevel_notify_inval_inode(session, handle->ino, -1, 0);
+      fuse_reply_err(req, EIO);
+    }));
   });
 }
 

@@ -184,6 +184,7 @@ struct Filesystem::Impl {
   // A name change through this mount is running or happened: an extra handle opened by path while it
   // could have run might be another file. Counted from before the request is sent to after its reply.
   std::atomic<uint64_t> namespace_changes{0};
+  std::atomic<bool> append_flag_refused{false};  // the server refused SSH_FXF_APPEND once (open_now)
   std::atomic<int> namespace_changes_running{0};
   struct NamespaceChange {
     explicit NamespaceChange(Impl* i) : impl(i) {
@@ -215,6 +216,8 @@ struct Filesystem::Impl {
   void floor_write_sent(Ino ino, uint64_t end, uint64_t bytes);
   void floor_write_done(Ino ino, uint64_t bytes);
   void floor_truncate(Ino ino, uint64_t size);
+  // A truncation or an O_TRUNC open through this mount: open handles' written_end (FileHandle) clamped.
+  void truncated_through_mount(Ino ino, uint64_t size);
   std::optional<uint64_t> floor_of(Ino ino);
   bool writes_in_flight(Ino ino);
   // Attributes asked for at write_epoch `asked_at` arrived: they include every write answered before,
@@ -307,8 +310,11 @@ struct Filesystem::Impl {
   // one connection: the server answers them in order, so the entry costs one round trip. When the
   // request fails with the catch-all FAILURE, the LSTAT also says whether the name exists (EEXIST).
   using SendCreating = std::function<void(size_t connection, client::Done done)>;
+  // `after`: the LSTAT waits for the request's reply instead (a first SYMLINK may take several round
+  // trips while its argument order is learned, and may be undone and redone).
   void create_and_stat(fuse_req_t req, Ino parent, const std::string& name, const std::string& path,
-                       SendCreating send, std::function<void(fuse_req_t, const sftp::Attrs&)> on_created);
+                       SendCreating send, std::function<void(fuse_req_t, const sftp::Attrs&)> on_created,
+                       bool after = false);
   void mknod(fuse_req_t req, Ino parent, const char* name, mode_t mode, dev_t);
   void mkdir(fuse_req_t req, Ino parent, const char* name, mode_t mode);
   void symlink(fuse_req_t req, const char* target, Ino parent, const char* name);

@@ -44,6 +44,11 @@ struct FileHandle : HandleBase, std::enable_shared_from_this<FileHandle> {
   std::optional<Error> first_error;         // first failed write, until reported by flush/fsync
   uint64_t append_offset = 0;               // for append: where the next write goes
   std::vector<std::function<void()>> drained_waiters;  // run once in_flight reaches 0
+  // Writes into a file that existed (opened without O_TRUNC, not created): some servers (rclone)
+  // acknowledge writes at an offset on a reopened file and drop them. FLUSH then compares the
+  // server's size (one FSTAT after the writes) with the end of what was written. Guarded by mutex.
+  bool verify_size = false;
+  uint64_t written_end = 0;  // highest offset + length written since the last check
 
   // Where the file is expected to end (kUnknownSize: no idea). Only an optimisation: a read that
   // crosses it is sent as two READs at once, so the end of file costs no second round trip; the

@@ -144,7 +144,8 @@ void Filesystem::Impl::readlink(fuse_req_t req, Ino ino) {
 }
 
 void Filesystem::Impl::create_and_stat(fuse_req_t req, Ino parent, const std::string& name, const std::string& path,
-                     SendCreating send, std::function<void(fuse_req_t, const sftp::Attrs&)> on_created) {
+                     SendCreating send, std::function<void(fuse_req_t, const sftp::Attrs&)> on_created,
+                     bool after) {
   caches.negative.invalidate(path);
   caches.attrs.invalidate(path);
   size_t connection = client->pick_connection();
@@ -162,6 +163,12 @@ void Filesystem::Impl::create_and_stat(fuse_req_t req, Ino parent, const std::st
         }
         on_created(req, *a);
       });
+  if (after) {
+    return send(connection, tracked([this, connection, path, on_done, on_stat](Status s) {
+      on_done(std::move(s));
+      client->lstat_on(connection, path, tracked(on_stat));
+    }));
+  }
   send(connection, tracked(on_done));
   client->lstat_on(connection, path, tracked(on_stat));
 }
@@ -198,10 +205,19 @@ void Filesystem::Impl::symlink(fuse_req_t req, const char* target, Ino parent, c
   create_and_stat(
       req, parent, n, p,
       [this, p, t](size_t connection, client::Done done) { client->symlink_on(connection, t, p, std::move(done)); },
-      [this, parent, n, p](fuse_req_t rq, const sftp::Attrs& a) {
+      [this, parent, n, p, t](fuse_req_t rq, const sftp::Attrs& made) {
+        // What we made is a symlink, whatever the server's LSTAT says (proftpd's follows the link):
+        // an entry of another type fails symlink(2) with EIO in the kernel.
+        sftp::Attrs a = made;
+        if (!a.has(sftp::SSH_FILEXFER_ATTR_PERMISSIONS) || !S_ISLNK(a.permissions)) {
+          a.set_permissions(S_IFLNK | 0777);
+          a.flags |= sftp::SSH_FILEXFER_ATTR_SIZE;
+          a.size = t.size();
+        }
         caches.added(p, a);
         reply_entry(rq, parent, n, a);
-      });
+      },
+      !client->symlink_order_known());
 }
 
 void Filesystem::Impl::unlink(fuse_req_t req, Ino parent, const char* name) {
@@ -312,15 +328,16 @@ void Filesystem::Impl::link(fuse_req_t req, Ino ino, Ino newparent, const char* 
           return reply_error(req, error);
         }
         caches.changed(f);
-        // One more name for the same file: the count we knew, plus one. (LSTAT carries no link count.)
-        uint32_t nlink = std::max<uint32_t>(inodes.nlink(ino), 1) + 1;
-        inodes.set_nlink(ino, nlink);
-        // Some servers answer OK and do nothing: the new name must exist.
+        // Some servers (rclone) answer OK and do nothing: the new name must exist, else the link
+        // failed and the source keeps its count.
         if (!r) {
           caches.changed_unknown(t);
           if (is_status(r.error(), sftp::SSH_FX_NO_SUCH_FILE)) return (void)fuse_reply_err(req, EPERM);
           return reply_error(req, r.error());
         }
+        // One more name for the same file: the count we knew, plus one. (LSTAT carries no link count.)
+        uint32_t nlink = std::max<uint32_t>(inodes.nlink(ino), 1) + 1;
+        inodes.set_nlink(ino, nlink);
         caches.added(t, *r, nlink);
         // One file, one node: the new name is the source's node (same inode number, attributes and
         // link count), as on a local filesystem; a server-side link made elsewhere cannot be seen as one.

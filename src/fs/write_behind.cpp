@@ -39,6 +39,14 @@ void Filesystem::Impl::floor_truncate(Ino ino, uint64_t size) {
   }
 }
 
+void Filesystem::Impl::truncated_through_mount(Ino ino, uint64_t size) {
+  // A handle's writes past `size` are gone by our own doing: its check at flush must not count them.
+  for (auto& h : files_of(ino)) {
+    std::lock_guard lock(h->mutex);
+    h->written_end = std::min(h->written_end, size);
+  }
+}
+
 std::optional<uint64_t> Filesystem::Impl::floor_of(Ino ino) {
   std::lock_guard lock(floors_mutex);
   auto it = floors.find(ino);
@@ -165,6 +173,7 @@ void Filesystem::Impl::write(fuse_req_t req, Ino, const char* buf, size_t size, 
       handle->append_offset += size;
     }
     handle->bytes_written += size;
+    handle->written_end = std::max<uint64_t>(handle->written_end, offset + size);
     for (auto& s : handle->write_stripes) usable.push_back(s->connection);
     handle->in_flight += size;
     ack_now = handle->in_flight <= kWriteBehindBytes * usable.size();
