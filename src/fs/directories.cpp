@@ -4,15 +4,16 @@
 namespace sftpfs::fs {
 
 void Filesystem::Impl::dir_has_entries(const std::string& path, std::function<void(Result<bool>)> done) {
-  client->opendir(path, tracked([this, done = std::move(done)](Result<client::FileRef> dir) mutable {
+  client->opendir(path, tracked([this, path, done = std::move(done)](Result<client::FileRef> dir) mutable {
     if (!dir) return done(dir.take_error());
     auto file = *dir;
-    read_until_entry(file, std::move(done));
+    read_until_entry(file, std::make_shared<ListingGuard>(path), std::move(done));
   }));
 }
 
-void Filesystem::Impl::read_until_entry(client::FileRef dir, std::function<void(Result<bool>)> done) {
-  client->readdir(dir, tracked([this, dir, done = std::move(done)](Result<std::vector<sftp::NameEntry>> r) mutable {
+void Filesystem::Impl::read_until_entry(client::FileRef dir, std::shared_ptr<ListingGuard> guard,
+                                        std::function<void(Result<bool>)> done) {
+  client->readdir(dir, tracked([this, dir, guard, done = std::move(done)](Result<std::vector<sftp::NameEntry>> r) mutable {
     if (!r) {
       close_quietly(dir);
       return done(r.take_error());
@@ -21,13 +22,17 @@ void Filesystem::Impl::read_until_entry(client::FileRef dir, std::function<void(
       close_quietly(dir);
       return done(false);
     }
-    for (const auto& n : *r) {
-      if (n.filename != "." && n.filename != "..") {
-        close_quietly(dir);
-        return done(true);
-      }
+    // Only "." and ".." (and names no directory has) are taken out; a server that sends them forever
+    // is stopped by the guard.
+    if (auto st = guard->take(*r); !st) {
+      close_quietly(dir);
+      return done(st.take_error());
     }
-    read_until_entry(dir, std::move(done));
+    if (!r->empty()) {
+      close_quietly(dir);
+      return done(true);
+    }
+    read_until_entry(dir, std::move(guard), std::move(done));
   }));
 }
 
@@ -198,14 +203,22 @@ void Filesystem::Impl::fetch_more(const std::shared_ptr<DirHandle>& dir) {
   for (;;) {
     uint64_t seq;
     client::FileRef remote;
+    bool finish_now = false;
     {
       std::lock_guard lock(dir->mutex);
       if (dir->issued == 0) dir->in_flight_limit = initial_readdir_window(dir->path);
-      if (dir->eof || dir->error || !dir->remote || dir->outstanding >= dir->in_flight_limit) return;
-      seq = dir->issued++;
-      ++dir->outstanding;
-      remote = dir->remote;
+      if (stopping && !dir->eof && !dir->error) {
+        dir->error = Error::errno_error(ESHUTDOWN, "unmounted while listing " + dir->path);
+        finish_now = dir->outstanding == 0;  // else the last reply finishes it
+      }
+      if (!finish_now && (dir->eof || dir->error || !dir->remote || dir->outstanding >= dir->in_flight_limit)) return;
+      if (!finish_now) {
+        seq = dir->issued++;
+        ++dir->outstanding;
+        remote = dir->remote;
+      }
     }
+    if (finish_now) return finish_listing(dir);
     client->readdir(remote, tracked([this, dir, seq](Result<std::vector<sftp::NameEntry>> r) {
       bool done = false;
       {
@@ -215,6 +228,10 @@ void Filesystem::Impl::fetch_more(const std::shared_ptr<DirHandle>& dir) {
           if (!dir->eof && !dir->error) dir->error = r.error();
         } else if (r->empty()) {
           dir->eof = true;
+        } else if (auto st = dir->guard.take(*r); !st) {
+          // Names from the server are checked here (listing_guard.hpp): one that never ends, or
+          // starts over, fails the listing rather than growing it forever.
+          if (!dir->eof && !dir->error) dir->error = st.error();
         } else {
           dir->batches.emplace(seq, std::move(*r));
           dir->in_flight_limit = std::min(kReaddirMaxInFlight, dir->in_flight_limit + kReaddirGrowth);
@@ -234,6 +251,7 @@ void Filesystem::Impl::finish_listing(const std::shared_ptr<DirHandle>& dir) {
   {
     std::lock_guard lock(dir->mutex);
     batches.swap(dir->batches);
+    dir->guard.forget();
     remote = std::move(dir->remote);
     dir->remote.reset();
     error = dir->error;
@@ -242,14 +260,7 @@ void Filesystem::Impl::finish_listing(const std::shared_ptr<DirHandle>& dir) {
   auto entries = std::make_shared<std::vector<DirEntry>>();
   if (!error) {
     for (auto& [seq, names] : batches) {
-      for (auto& n : names) {
-        if (n.filename == "." || n.filename == "..") continue;
-        // Never trust names from the server: one with a '/' (or none at all) is not an entry here.
-        if (n.filename.empty() || n.filename.find('/') != std::string::npos ||
-            n.filename.find('\0') != std::string::npos) {
-          LOG_WARN("ignoring invalid name in listing of %s", dir->path.c_str());
-          continue;
-        }
+      for (auto& n : names) {  // checked as they came (ListingGuard): no '/', '.', '..', repeats
         entries->push_back(DirEntry{std::move(n.filename), n.attrs, longname_link_count(n.longname).value_or(0)});
       }
     }

@@ -158,6 +158,9 @@ struct Filesystem::Impl {
     if (--calls == 0) calls_cv.notify_all();
   }
   void wait_for_calls();
+  // Unmounted: listings stop fetching (one being read ahead could otherwise hold up the exit for as
+  // long as the server keeps sending names).
+  std::atomic<bool> stopping{false};
   // Wraps a completion callback so the call counts as outstanding until the callback has run.
   template <class F>
   auto tracked(F f) {
@@ -288,7 +291,7 @@ struct Filesystem::Impl {
 
   // Whether a directory has entries besides . and .. (for the ENOTEMPTY that servers report as FAILURE).
   void dir_has_entries(const std::string& path, std::function<void(Result<bool>)> done);
-  void read_until_entry(client::FileRef dir, std::function<void(Result<bool>)> done);
+  void read_until_entry(client::FileRef dir, std::shared_ptr<ListingGuard> guard, std::function<void(Result<bool>)> done);
 
   // Runs `fn` once no write to `ino` is in flight on any handle.
   void when_inode_drained(Ino ino, std::function<void()> fn);

@@ -17,6 +17,7 @@
 #include "client/client.hpp"
 #include "fs/cache.hpp"
 #include "fs/inode_table.hpp"
+#include "fs/listing_guard.hpp"
 #include "fs/prefetcher.hpp"
 #include "util/result.hpp"
 
@@ -71,7 +72,7 @@ struct FileHandle : HandleBase, std::enable_shared_from_this<FileHandle> {
 // A directory read in full when opened (several READDIRs in flight), then served from memory; a fresh
 // listing from the cache serves without any request.
 struct DirHandle : HandleBase, std::enable_shared_from_this<DirHandle> {
-  DirHandle(Ino i, std::string p) : HandleBase(true), ino(i), path(std::move(p)) {}
+  DirHandle(Ino i, std::string p) : HandleBase(true), ino(i), path(std::move(p)), guard(path) {}
 
   const Ino ino;  // 0: a listing read ahead of the application (no kernel handle)
   const std::string path;
@@ -89,6 +90,7 @@ struct DirHandle : HandleBase, std::enable_shared_from_this<DirHandle> {
   int in_flight_limit = 8;  // grows while replies carry entries (see kReaddirMaxInFlight)
   bool eof = false;
   std::map<uint64_t, std::vector<sftp::NameEntry>> batches;
+  ListingGuard guard;  // filters each batch as it arrives; ends a listing that would never end
 };
 
 }  // namespace sftpfs::fs

@@ -396,3 +396,55 @@ TEST(Reader, CountBoundsByMinimumElementSize) {
 
 }  // namespace
 }  // namespace sftpfs::sftp
+
+namespace sftpfs::sftp {
+namespace {
+
+// Hostile servers (issue 10): the decoder reports what was sent, exactly; judging it is the caller's
+// (fs/listing_guard.hpp for names, status_to_errno and fs/errno_edge for codes, the client for ids
+// and sizes).
+TEST(HostileReplies, NamesWithSlashDotsAndNulDecodeVerbatim) {
+  const Bytes p = reply(SSH_FXP_NAME, 3)
+                      .u32(4)
+                      .str("../up").str("").u32(0)
+                      .str("a/b").str("").u32(0)
+                      .str(std::string("x\0y", 3)).str("").u32(0)
+                      .str("").str("").u32(0)
+                      .bytes();
+  auto r = parse_reply(view(p));
+  ASSERT_TRUE(r) << r.error().message;
+  const auto& names = std::get<NameReply>(r->body).names;
+  ASSERT_EQ(names.size(), 4u);
+  EXPECT_EQ(names[0].filename, "../up");
+  EXPECT_EQ(names[1].filename, "a/b");
+  EXPECT_EQ(names[2].filename, std::string("x\0y", 3));
+  EXPECT_EQ(names[3].filename, "");
+}
+
+TEST(HostileReplies, StatusCodesOutOfRangeDecodeAndMapToEio) {
+  for (uint32_t code : {25u, 77u, 0x7FFFFFFFu, 0xFFFFFFFFu}) {
+    const Bytes p = reply(SSH_FXP_STATUS, 4).u32(code).str("?").str("").bytes();
+    auto r = parse_reply(view(p));
+    ASSERT_TRUE(r) << r.error().message;
+    EXPECT_EQ(std::get<StatusReply>(r->body).code, code);
+    EXPECT_EQ(status_to_errno(code), EIO);
+    EXPECT_STREQ(status_name(code), "SSH_FX_UNKNOWN");
+  }
+}
+
+TEST(HostileReplies, ADataReplyLargerThanAnyReadIsRefusedByLength) {
+  // A DATA reply claiming more bytes than the packet holds is an error, never a read past the end.
+  const Bytes p = Bytes8().u8(SSH_FXP_DATA).u32(5).u32(1u << 20).u8('x').bytes();
+  EXPECT_FALSE(parse_reply(view(p)));
+}
+
+TEST(HostileReplies, TheIdOfAnyReplyIsPeekedWithoutTrust) {
+  // reply_id only reads; whether the id was ever sent is the connection's question.
+  const Bytes p = reply(SSH_FXP_ATTRS, 0xFFFFFFFF).u32(0).bytes();
+  auto id = reply_id(view(p));
+  ASSERT_TRUE(id);
+  EXPECT_EQ(*id, 0xFFFFFFFFu);
+}
+
+}  // namespace
+}  // namespace sftpfs::sftp
