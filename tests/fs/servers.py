@@ -43,7 +43,8 @@ FEATURES = {
     # no symlinks, hard links or chmod; truncate and positioned writes after reopening are lost
     "rclone": {"posix-rename"},
     "asyncssh": FULL - {"lsetstat"},
-    "paramiko": FULL - {"lsetstat", "hardlink", "statvfs", "fsync", "truncate"},
+    # no posix-rename: a rename onto an existing directory fails
+    "paramiko": FULL - {"lsetstat", "hardlink", "statvfs", "fsync", "truncate", "posix-rename"},
 }
 
 

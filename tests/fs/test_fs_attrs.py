@@ -2,6 +2,8 @@
 SFTP v3 cannot carry refused, lchown on the link itself (lsetstat)."""
 import os
 
+import pytest
+
 from test_fs_helpers import pyrun, sh
 
 
@@ -60,6 +62,7 @@ def test_times_outside_v3_refused(mount, remote):
     assert int(st.st_mtime) == 1000000000  # never wrapped into another date
 
 
+@pytest.mark.needs("lsetstat")
 def test_lchown_changes_the_link_not_its_target(mount, remote):
     mnt = mount(remote)
     (remote / "target").write_text("x")
@@ -72,6 +75,7 @@ def test_lchown_changes_the_link_not_its_target(mount, remote):
     assert int(os.stat(remote / "target").st_mtime) != 1046649600
 
 
+@pytest.mark.needs("truncate")
 def test_ftruncate_and_fchmod_on_open_file(mount, remote):
     mnt = mount(remote)
     out = pyrun(f"""

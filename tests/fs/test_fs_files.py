@@ -36,6 +36,7 @@ def test_copy_1gib_identical(mount, remote, tmp_path):
     assert sha256_local(tmp_path / "out.bin") == expected
 
 
+@pytest.mark.needs("truncate")
 def test_truncate_up_and_down(mount, remote):
     mnt = mount(remote)
     (remote / "t").write_bytes(b"0123456789")

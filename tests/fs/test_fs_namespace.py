@@ -2,9 +2,12 @@
 local disk gives (ENOTEMPTY, EEXIST, ENAMETOOLONG), stable inode numbers, large directories."""
 import os
 
+import pytest
+
 from test_fs_helpers import pyrun, sh
 
 
+@pytest.mark.needs("posix-rename")
 def test_mv_files_and_directories(mount, remote):
     mnt = mount(remote)
     (remote / "a").write_text("A")
@@ -83,6 +86,7 @@ def test_mkdir_on_existing_is_eexist(mount, remote):
     assert r.returncode != 0 and "File exists" in r.stderr
 
 
+@pytest.mark.needs("readlink-relative")
 def test_symlink_and_readlink(mount, remote):
     mnt = mount(remote)
     (remote / "target").write_text("T")
@@ -95,6 +99,7 @@ def test_symlink_and_readlink(mount, remote):
     assert sh(f"stat -c %F '{mnt}/rel'").stdout.strip() == "symbolic link"
 
 
+@pytest.mark.needs("hardlink")
 def test_hard_link_count(mount, remote):
     mnt = mount(remote)
     (remote / "orig").write_text("data")

@@ -1,6 +1,8 @@
 """Ordinary tools on the mount: tar, rsync, git, find, du, df."""
 import os
 
+import pytest
+
 from test_fs_helpers import make_file, sh
 
 
@@ -17,6 +19,7 @@ def make_tree(root):
     os.utime(root / "d1" / "f", (1500000000, 1500000000))
 
 
+@pytest.mark.needs("readlink-relative")
 def test_tar_round_trip(mount, remote, tmp_path):
     mnt = mount(remote)
     src = tmp_path / "src"
@@ -35,6 +38,7 @@ def test_tar_round_trip(mount, remote, tmp_path):
     assert listing(out) == listing(src)
 
 
+@pytest.mark.needs("lsetstat")
 def test_rsync_in_and_out(mount, remote, tmp_path):
     mnt = mount(remote)
     src = tmp_path / "src"
@@ -83,6 +87,7 @@ def test_find_and_du(mount, remote):
     assert total >= (70000 + 50 * 1000) // 1024
 
 
+@pytest.mark.needs("statvfs")
 def test_df_shows_server_figures(mount, remote):
     mnt = mount(remote)
     ours = os.statvfs(mnt)
