@@ -87,6 +87,21 @@ struct Client::Impl {
   std::mutex ticker_mutex;
   std::condition_variable ticker_wake;
   bool ticker_stop = false;
+  std::vector<std::pair<Clock::time_point, std::function<void()>>> timers;  // Client::after
+
+  // Takes the timers due by `now` (all of them at shutdown). ticker_mutex held.
+  std::vector<std::function<void()>> take_timers(Clock::time_point now, bool all) {
+    std::vector<std::function<void()>> due;
+    for (auto it = timers.begin(); it != timers.end();) {
+      if (all || it->first <= now) {
+        due.push_back(std::move(it->second));
+        it = timers.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    return due;
+  }
 
   // Metadata goes to the least busy connection, so a large transfer on one does not stall `ls`.
   size_t pick() {
@@ -220,9 +235,11 @@ struct Client::Impl {
   void tick() {
     std::unique_lock<std::mutex> lock(ticker_mutex);
     while (!ticker_stop) {
-      ticker_wake.wait_for(lock, std::chrono::milliseconds(200));
+      ticker_wake.wait_for(lock, std::chrono::milliseconds(100));
+      auto due = take_timers(Clock::now(), false);
       lock.unlock();
       for (auto& link : links) link->expire_held(Clock::now());
+      for (auto& fn : due) fn();
       lock.lock();
     }
   }
@@ -235,6 +252,12 @@ struct Client::Impl {
     ticker_wake.notify_all();
     if (ticker.joinable()) ticker.join();
     for (auto& link : links) link->shutdown();
+    std::vector<std::function<void()>> due;
+    {
+      std::lock_guard<std::mutex> lock(ticker_mutex);
+      due = take_timers(Clock::now(), true);
+    }
+    for (auto& fn : due) fn();  // a timer is a promise to call back: kept at shutdown too
   }
 };
 
@@ -266,6 +289,16 @@ ClientStatus Client::status() const {
   return status;
 }
 void Client::shutdown() { impl_->shutdown(); }
+void Client::after(std::chrono::milliseconds delay, std::function<void()> fn) {
+  {
+    std::lock_guard<std::mutex> lock(impl_->ticker_mutex);
+    if (!impl_->ticker_stop) {
+      impl_->timers.emplace_back(Clock::now() + delay, std::move(fn));
+      return;
+    }
+  }
+  fn();
+}
 void Client::cut_connections() {
   for (auto& link : impl_->links) link->cut();
 }

@@ -44,6 +44,9 @@ class Client {
   // Stops reconnecting and closes every connection: requests waiting fail at once. Idempotent; the
   // destructor calls it. Prompt in every state (an attempt in progress is abandoned).
   void shutdown();
+  // Calls fn on the client's ticker thread after about `delay` (100 ms granularity), or at once after
+  // shutdown; fn must not block. For answers that must not wait on a silent link.
+  void after(std::chrono::milliseconds delay, std::function<void()> fn);
   // Cuts every connection's TCP socket as a network drop would (tests).
   void cut_connections();
 

@@ -22,14 +22,17 @@ class RemoteFile {
  public:
   RemoteFile(std::string handle, std::string path, uint32_t pflags, bool is_directory, size_t connection)
       : pflags(pflags), is_directory(is_directory), connection(connection), handle_(std::move(handle)),
-        path_(std::move(path)) {}
+        path_(path), opened_as_(std::move(path)) {}
 
   const uint32_t pflags;     // SSH_FXF_* it was opened with (0 for a directory)
   const bool is_directory;
   const size_t connection;   // index of the link it lives on
 
   std::string handle() const { return locked([&] { return handle_; }); }
-  std::string path() const { return locked([&] { return path_; }); }
+  std::string path() const { return locked([&] { return path_; }); }  // now (renames followed)
+  // The name the server's handle was opened by: OpenSSH's copy-data refuses two handles opened by
+  // one name, whatever they are called now.
+  std::string opened_as() const { return locked([&] { return opened_as_; }); }
   // Set when a reconnect could not reopen it safely: every later request on it fails with this.
   std::optional<std::string> lost() const { return locked([&] { return lost_; }); }
 
@@ -57,6 +60,7 @@ class RemoteFile {
   void replace_handle(std::string handle) {
     locked([&] {
       handle_ = std::move(handle);
+      opened_as_ = path_;
       reopened_ = true;
     });
   }
@@ -70,6 +74,7 @@ class RemoteFile {
   mutable std::mutex mutex_;
   std::string handle_;
   std::string path_;
+  std::string opened_as_;
   std::optional<std::string> lost_;
   std::optional<Seen> seen_;
   bool written_since_seen_ = false;

@@ -103,20 +103,26 @@ void Filesystem::Impl::node_attrs(Ino ino, const fuse_file_info* fi, client::Cal
 void Filesystem::Impl::getattr(fuse_req_t req, Ino ino, fuse_file_info* fi) {
   // `ls -d` of the mount point and shells that stat it must not hang while the server is unreachable:
   // its attributes as last seen.
-  if (ino == FUSE_ROOT_ID && !client->alive()) {
-    std::unique_lock lock(last_known_mutex);
-    if (last_root_attrs) {
-      sftp::Attrs attrs = *last_root_attrs;
-      lock.unlock();
-      return reply_attr(req, ino, attrs);
-    }
+  std::optional<sftp::Attrs> known;
+  if (ino == FUSE_ROOT_ID) {
+    std::lock_guard lock(last_known_mutex);
+    known = last_root_attrs;
   }
-  node_attrs(ino, fi, [this, req, ino](Result<sftp::Attrs> r) {
-    if (!r) return reply_error(req, r.error());
-    if (ino == FUSE_ROOT_ID) {
+  if (known && !client->alive()) return reply_attr(req, ino, *known);
+  // A link that has just gone silent is not known dead yet: after kLastKnownAfter without an answer,
+  // the last known attributes answer instead (whichever comes first replies).
+  auto answered = std::make_shared<std::atomic<bool>>(false);
+  if (known)
+    client->after(kLastKnownAfter, [fallback = tracked([this, req, ino, known, answered](int) {
+                    if (!answered->exchange(true)) reply_attr(req, ino, *known);
+                  })]() mutable { fallback(0); });
+  node_attrs(ino, fi, [this, req, ino, answered](Result<sftp::Attrs> r) {
+    if (r && ino == FUSE_ROOT_ID) {
       std::lock_guard lock(last_known_mutex);
       last_root_attrs = *r;
     }
+    if (answered->exchange(true)) return;
+    if (!r) return reply_error(req, r.error());
     reply_attr(req, ino, *r);
   });
 }
@@ -292,6 +298,25 @@ void Filesystem::Impl::setattr(fuse_req_t req, Ino ino, const struct stat* attr,
   start();
 }
 
+namespace {
+
+struct statvfs to_statvfs(const sftp::Statvfs& r) {
+  struct statvfs st {};
+  st.f_bsize = r.bsize;
+  st.f_frsize = r.frsize != 0 ? r.frsize : r.bsize;
+  st.f_blocks = r.blocks;
+  st.f_bfree = r.bfree;
+  st.f_bavail = r.bavail;
+  st.f_files = r.files;
+  st.f_ffree = r.ffree;
+  st.f_favail = r.favail;
+  st.f_fsid = r.fsid;
+  st.f_namemax = r.namemax != 0 ? std::min<uint64_t>(r.namemax, kNameMax) : kNameMax;
+  return st;
+}
+
+}  // namespace
+
 void Filesystem::Impl::statfs(fuse_req_t req, Ino) {
   auto defaults = [req] {
     // The server will not say (no statvfs@openssh.com, or one that fails): sizes of 0, never invented
@@ -304,36 +329,32 @@ void Filesystem::Impl::statfs(fuse_req_t req, Ino) {
     fuse_reply_statfs(req, &st);
   };
   if (!client->features().has(sftp::kExtStatvfs)) return defaults();
-  if (!client->alive()) {  // df must not hang while the server is unreachable: the last numbers
-    std::unique_lock lock(last_known_mutex);
-    if (last_statvfs) {
-      struct statvfs st = *last_statvfs;
-      lock.unlock();
-      return (void)fuse_reply_statfs(req, &st);
-    }
+  // df must not hang while the server is unreachable: the last numbers, at once when the link is
+  // known down, else after kLastKnownAfter without an answer.
+  std::optional<struct statvfs> known;
+  {
+    std::lock_guard lock(last_known_mutex);
+    known = last_statvfs;
   }
-  client->statvfs(opt.remote_root, tracked([this, req, defaults](Result<sftp::Statvfs> r) {
+  if (known && !client->alive()) return (void)fuse_reply_statfs(req, &*known);
+  auto answered = std::make_shared<std::atomic<bool>>(false);
+  if (known)
+    client->after(kLastKnownAfter, [fallback = tracked([req, known, answered](int) {
+                    if (!answered->exchange(true)) fuse_reply_statfs(req, &*known);
+                  })]() mutable { fallback(0); });
+  client->statvfs(opt.remote_root, tracked([this, req, defaults, answered](Result<sftp::Statvfs> r) {
+    if (r) {
+      std::lock_guard lock(last_known_mutex);
+      last_statvfs = to_statvfs(*r);
+    }
+    if (answered->exchange(true)) return;
     if (!r) {
       if (r.error().kind == Error::Kind::unsupported || is_status(r.error(), sftp::SSH_FX_OP_UNSUPPORTED)) {
         return defaults();
       }
       return reply_error(req, r.error());
     }
-    struct statvfs st {};
-    st.f_bsize = r->bsize;
-    st.f_frsize = r->frsize != 0 ? r->frsize : r->bsize;
-    st.f_blocks = r->blocks;
-    st.f_bfree = r->bfree;
-    st.f_bavail = r->bavail;
-    st.f_files = r->files;
-    st.f_ffree = r->ffree;
-    st.f_favail = r->favail;
-    st.f_fsid = r->fsid;
-    st.f_namemax = r->namemax != 0 ? std::min<uint64_t>(r->namemax, kNameMax) : kNameMax;
-    {
-      std::lock_guard lock(last_known_mutex);
-      last_statvfs = st;
-    }
+    struct statvfs st = to_statvfs(*r);
     fuse_reply_statfs(req, &st);
   }));
 }

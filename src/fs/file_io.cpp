@@ -396,7 +396,8 @@ void Filesystem::Impl::copy_file_range(fuse_req_t req, fuse_file_info* fi_in, of
   // Inside one file: OpenSSH refuses copy-data between one handle, or two opened by one name (FAILURE).
   // EOPNOTSUPP makes the kernel copy this range through read and write (ENOSYS would turn server-side
   // copies off for the whole mount).
-  if (in->ino == out->ino || in->remote->path() == out->remote->path()) return (void)fuse_reply_err(req, EOPNOTSUPP);
+  if (in->ino == out->ino || in->remote->opened_as() == out->remote->opened_as())
+    return (void)fuse_reply_err(req, EOPNOTSUPP);
   if (len == 0) return (void)fuse_reply_write(req, 0);
   // Both files' writes (on every connection, through every handle) must be on the server before it copies.
   when_inode_drained(in->ino, [this, req, in, out, off_in, off_out, len] {

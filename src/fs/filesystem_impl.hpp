@@ -66,6 +66,8 @@ constexpr size_t kNameMax = 255;
 // How long an unmount lets outstanding calls finish before stopping the client (which fails them).
 constexpr std::chrono::seconds kUnmountGraceConnected{10};
 constexpr std::chrono::seconds kUnmountGraceDisconnected{1};
+// stat of the mount point and statfs answer from last known values after this long without a reply.
+constexpr std::chrono::milliseconds kLastKnownAfter{1000};
 // d_ino for a plain READDIR entry that has no node yet (as libfuse's high-level API uses).
 constexpr ino_t kUnknownIno = 0xffffffff;
 // Largest WRITE the kernel sends us; the client splits it into pipelined SFTP WRITEs.
@@ -167,6 +169,10 @@ struct Filesystem::Impl {
   // for the rest. So an unmount is prompt in every state of the connection.
   void finish_calls();
   bool wait_for_calls_until(std::chrono::steady_clock::time_point deadline);
+  uint64_t outstanding_calls() {
+    std::lock_guard lock(calls_mutex);
+    return calls;
+  }
 
   // What the mount point and df show while the server is unreachable (never a hang): last known.
   std::mutex last_known_mutex;  // leaf

@@ -17,10 +17,18 @@ bool Filesystem::Impl::wait_for_calls_until(std::chrono::steady_clock::time_poin
 
 void Filesystem::Impl::finish_calls() {
   stopping = true;
-  // Writes of files just closed may still be going out: let them finish while the server answers.
-  const auto grace = client->alive() ? kUnmountGraceConnected : kUnmountGraceDisconnected;
-  if (!wait_for_calls_until(std::chrono::steady_clock::now() + grace))
-    LOG_WARN("unmounting with requests still outstanding; they fail now");
+  // Writes of files just closed may still be going out: let them finish while they make progress (at
+  // most kUnmountGraceConnected); a second without any call finishing, or a link known down, ends
+  // the wait (a silent link is not known dead for up to 15 s).
+  const auto end = std::chrono::steady_clock::now() + kUnmountGraceConnected;
+  uint64_t before = outstanding_calls();
+  bool done = false;
+  while (!(done = wait_for_calls_until(std::min(end, std::chrono::steady_clock::now() + kUnmountGraceDisconnected)))) {
+    const uint64_t now_outstanding = outstanding_calls();
+    if (!client->alive() || now_outstanding >= before || std::chrono::steady_clock::now() >= end) break;
+    before = now_outstanding;
+  }
+  if (!done) LOG_WARN("unmounting with requests still outstanding; they fail now");
   client->shutdown();
   wait_for_calls();
 }
