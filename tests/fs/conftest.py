@@ -124,6 +124,14 @@ class Sshd:
     def stop(self):
         subprocess.run([str(TEST_SSHD), "stop", str(self.dir)], check=False)
 
+    def restart(self, new_host_keys=False):
+        """Kills the server and its sessions (as a crash would) and starts it again on the same port;
+        new_host_keys=True makes new host keys first (self.known_hosts then holds the new ones)."""
+        args = [str(TEST_SSHD), "restart", str(self.dir)] + (["new-host-keys"] if new_host_keys else [])
+        port = int(subprocess.check_output(args, text=True).strip())
+        assert port == self.port, f"test-sshd restarted on port {port}, not {self.port}"
+        self.pid = int((self.dir / "sshd.pid").read_text())
+
 
 @contextlib.contextmanager
 def private_sshd(prefix, extra_config=()):
