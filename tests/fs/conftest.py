@@ -31,6 +31,22 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "openssh_only: needs OpenSSH's sshd (its config, its processes)")
 
 
+# Times a test measured (detection, recovery, bounds): printed at the end of the run whatever -q/-s say.
+MEASUREMENTS = []
+
+
+def measured(text: str):
+    MEASUREMENTS.append(text)
+    print(text)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if MEASUREMENTS:
+        terminalreporter.section("measured")
+        for line in MEASUREMENTS:
+            terminalreporter.write_line(line)
+
+
 def selected_server() -> str:
     return os.environ.get("SFTPFS_TEST_SERVER", "openssh")
 
