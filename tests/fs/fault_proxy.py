@@ -7,12 +7,15 @@
                                 # and black-holed too; bytes wait in the proxy (and the kernels' buffers)
         proxy.blackhole(False)  # traffic flows again, nothing lost (as TCP after an outage)
         proxy.refuse(True)      # new connections are reset as soon as they are accepted
+        proxy.latency(0.05)     # every byte delivered 50 ms after it arrived (each way): a real network's
+                                # round trip, so a reply never arrives in the same instant as its request
         proxy.connections, proxy.accepted, proxy.refused, proxy.bytes_up, proxy.bytes_down
 
 One thread runs a selector loop and owns every socket; the control methods hand it a function and wait
 until it has run, so when cut() returns the connections are closed. stop() closes every socket and joins
 the thread: nothing is left behind. Stdlib only.
 """
+import collections
 import errno
 import os
 import queue
@@ -35,6 +38,40 @@ def _reset(sock):
     sock.close()
 
 
+class _Stream:
+    """Bytes on their way one direction: chunks, each deliverable from its ready time on."""
+
+    def __init__(self):
+        self.chunks = collections.deque()  # [ready_at, bytearray]
+        self.size = 0
+
+    def __len__(self):
+        return self.size
+
+    def push(self, data, ready_at):
+        if self.chunks and self.chunks[-1][0] >= ready_at:
+            self.chunks[-1][1].extend(data)  # no later than what is already waiting
+        else:
+            self.chunks.append([ready_at, bytearray(data)])
+        self.size += len(data)
+
+    def ready(self, now) -> bool:
+        return bool(self.chunks) and self.chunks[0][0] <= now
+
+    def next_ready_at(self):
+        return self.chunks[0][0] if self.chunks else None
+
+    def head(self):
+        return self.chunks[0][1]
+
+    def consume(self, n):
+        head = self.chunks[0][1]
+        del head[:n]
+        self.size -= n
+        if not head:
+            self.chunks.popleft()
+
+
 class _Pair:
     """One proxied connection: the accepted client socket and our socket to the target."""
 
@@ -43,8 +80,8 @@ class _Pair:
         self.upstream = upstream
         self.number = number
         self.connected = False      # the connect to the target has completed
-        self.to_upstream = bytearray()
-        self.to_client = bytearray()
+        self.to_upstream = _Stream()
+        self.to_client = _Stream()
         self.client_eof = False     # the client sent FIN
         self.upstream_eof = False
         self.upstream_shut = False  # we passed the client's FIN on
@@ -65,6 +102,7 @@ class FaultProxy:
         self.events = []         # (monotonic time, text): what the proxy did, for test output
         self._blackhole = False
         self._refuse = False
+        self._latency = 0.0
         self._pairs = {}
         self._numbers = 0
         self._thread = None
@@ -149,6 +187,13 @@ class FaultProxy:
             self._log(f"refusing new connections: {'on' if on else 'off'}")
         self._call(do)
 
+    def latency(self, seconds: float):
+        """Each byte is delivered this long after it arrived, each way (0: at once)."""
+        def do():
+            self._latency = max(0.0, float(seconds))
+            self._log(f"latency {self._latency * 1000:.0f} ms each way")
+        self._call(do)
+
     @property
     def connections(self) -> int:
         """Connections open now."""
@@ -207,8 +252,8 @@ class FaultProxy:
     def _run(self):
         try:
             while not self._stopping:
-                self._update_interest()
-                for key, mask in self._selector.select(timeout=0.5):
+                timeout = self._update_interest()
+                for key, mask in self._selector.select(timeout=timeout):
                     if key.data == "listener":
                         self._accept()
                     elif key.data == "wake":
@@ -290,7 +335,7 @@ class FaultProxy:
                 continue
             self._log(f"connection {pair.number} accepted{' (black-holed)' if self._blackhole else ''}")
 
-    def _desired(self, pair, side):
+    def _desired(self, pair, side, now):
         events = 0
         if side == "upstream" and not pair.connected:
             return selectors.EVENT_WRITE  # connect completion; done even in a black hole
@@ -299,19 +344,29 @@ class FaultProxy:
         if side == "client":
             if not pair.client_eof and len(pair.to_upstream) < _BUFFER_LIMIT:
                 events |= selectors.EVENT_READ
-            if pair.to_client:
+            if pair.to_client.ready(now):
                 events |= selectors.EVENT_WRITE
         else:
             if not pair.upstream_eof and len(pair.to_client) < _BUFFER_LIMIT:
                 events |= selectors.EVENT_READ
-            if pair.to_upstream:
+            if pair.to_upstream.ready(now):
                 events |= selectors.EVENT_WRITE
         return events
 
     def _update_interest(self):
+        """Sets what each socket waits for; returns how long the loop may sleep (delayed bytes due)."""
+        now = time.monotonic()
+        timeout = 0.5
+        for pair in list(self._pairs.values()):
+            if not self._blackhole:
+                # Delayed bytes that fell due are written now (or as soon as the socket takes them).
+                for side, stream in (("upstream", pair.to_upstream), ("client", pair.to_client)):
+                    due = stream.next_ready_at()
+                    if due is not None and due > now:
+                        timeout = min(timeout, due - now)
         for pair in list(self._pairs.values()):
             for side, sock in (("client", pair.client), ("upstream", pair.upstream)):
-                want = self._desired(pair, side)
+                want = self._desired(pair, side, now)
                 have = self._masks.get(sock, 0)
                 if want == have:
                     continue
@@ -325,6 +380,7 @@ class FaultProxy:
                     self._masks[sock] = want
                 else:
                     self._masks.pop(sock, None)
+        return max(timeout, 0.0)
 
     def _service(self, pair, side, mask):
         if side == "upstream" and not pair.connected:
@@ -363,33 +419,33 @@ class FaultProxy:
             else:
                 pair.upstream_eof = True
             return
-        (pair.to_upstream if side == "client" else pair.to_client).extend(data)
+        (pair.to_upstream if side == "client" else pair.to_client).push(data, time.monotonic() + self._latency)
         # Try to pass it on now rather than on the next round.
         self._write(pair, "upstream" if side == "client" else "client")
 
     def _write(self, pair, side):
         if side == "upstream" and not pair.connected:
             return
-        sock, buffer = (pair.client, pair.to_client) if side == "client" else (pair.upstream, pair.to_upstream)
-        while buffer:
+        sock, stream = (pair.client, pair.to_client) if side == "client" else (pair.upstream, pair.to_upstream)
+        while stream.ready(time.monotonic()):
             try:
-                sent = sock.send(buffer)
+                sent = sock.send(stream.head())
             except (BlockingIOError, InterruptedError):
                 return
-            del buffer[:sent]
+            stream.consume(sent)
             if side == "client":
                 self.bytes_down += sent
             else:
                 self.bytes_up += sent
 
     def _pass_on_eof(self, pair):
-        if pair.client_eof and not pair.to_upstream and not pair.upstream_shut and pair.connected:
+        if pair.client_eof and not len(pair.to_upstream) and not pair.upstream_shut and pair.connected:
             pair.upstream_shut = True
             try:
                 pair.upstream.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
-        if pair.upstream_eof and not pair.to_client and not pair.client_shut:
+        if pair.upstream_eof and not len(pair.to_client) and not pair.client_shut:
             pair.client_shut = True
             try:
                 pair.client.shutdown(socket.SHUT_WR)

@@ -170,11 +170,7 @@ def test_refuse_resets_new_connections_only(echo):
             a.sendall(b"1")
             assert recv_exactly(a, 1) == b"1"
             proxy.refuse(True)
-            with connect(proxy.port) as b:
-                with pytest.raises((ConnectionResetError, BrokenPipeError)):
-                    b.sendall(b"2")
-                    assert b.recv(1) == b"", "a refused connection delivered data"
-                    raise ConnectionResetError  # a clean EOF is a refusal too
+            assert refused(proxy.port)
             assert proxy.refused == 1
             a.sendall(b"3")
             assert recv_exactly(a, 1) == b"3"
@@ -182,6 +178,38 @@ def test_refuse_resets_new_connections_only(echo):
             with connect(proxy.port) as c:
                 c.sendall(b"4")
                 assert recv_exactly(c, 1) == b"4"
+
+
+def test_latency_delays_each_way_and_keeps_order(echo):
+    with FaultProxy(echo.port) as proxy:
+        with connect(proxy.port) as a:
+            a.sendall(b"warm")
+            assert recv_exactly(a, 4) == b"warm"
+            proxy.latency(0.1)
+            started = time.monotonic()
+            a.sendall(b"one")
+            a.sendall(b"two")
+            assert recv_exactly(a, 6) == b"onetwo"
+            round_trip = time.monotonic() - started
+            assert 0.2 <= round_trip < 1.0, round_trip
+            payload = os.urandom(4 << 20)
+            threading.Thread(target=a.sendall, args=(payload,), daemon=True).start()
+            assert recv_exactly(a, len(payload)) == payload
+            proxy.latency(0)
+            started = time.monotonic()
+            a.sendall(b"x")
+            assert recv_exactly(a, 1) == b"x"
+            assert time.monotonic() - started < 0.1
+
+
+def refused(port) -> bool:
+    """True when a new connection is reset (at connect, at the first send or read) or closed at once."""
+    try:
+        with connect(port) as b:
+            b.sendall(b"2")
+            return b.recv(1) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        return True
 
 
 def test_stop_leaves_no_thread_or_socket(echo):
