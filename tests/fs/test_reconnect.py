@@ -299,6 +299,26 @@ def log_lines(text, *words):
     return [line for line in text.splitlines() if any(w in line for w in words)]
 
 
+def logged_at(text, word, after_wall_time):
+    """Wall-clock time (seconds since the epoch) of the first log line containing word stamped at or after
+    after_wall_time (less 1 s), from its HH:MM:SS.mmm prefix (sftpfs -f's format); None when none."""
+    day = after_wall_time - (after_wall_time % 86400)  # UTC midnight; the prefix is local time
+    offset = time.localtime(after_wall_time).tm_gmtoff
+    for line in text.splitlines():
+        if word not in line:
+            continue
+        m = re.match(r"(\d\d):(\d\d):(\d\d)\.(\d{3})", line)
+        if not m:
+            continue
+        h, mi, sec, ms = (int(x) for x in m.groups())
+        stamp = day + h * 3600 + mi * 60 + sec + ms / 1000 - offset
+        if stamp < after_wall_time - 43200:
+            stamp += 86400  # past midnight
+        if stamp >= after_wall_time - 1:
+            return stamp
+    return None
+
+
 # ---- 1. idle ----------------------------------------------------------------------------------------
 
 # Idle mounts go through the proxy with a 40 ms round trip, as over a real network: on a bare loopback a
@@ -461,6 +481,26 @@ def test_reader_and_appender_keep_their_files_across_a_cut(proxied):
     assert (rig.remote / "journal").read_bytes() == b"".join(expected)
 
 
+def test_cut_is_noticed_at_once_and_the_mount_recovers(proxied):
+    rig = proxied
+    mnt = rig.mount(rig.remote)
+    (mnt / "a").write_bytes(b"a")
+    cut_wall, cut_at = time.time(), time.monotonic()
+    assert rig.proxy.cut() >= 1
+    made = call("create", mnt / "b", timeout=60)
+    recovered = time.monotonic() - cut_at
+    wait_until(lambda: "reconnected" in rig.log(mnt), timeout=5)
+    log = rig.log(mnt)
+    dropped = logged_at(log, "dropped", cut_wall)
+    measured(f"cut: {made.describe()}; the call returned {recovered:.2f} s after the cut; drop logged "
+             + (f"{dropped - cut_wall:.2f} s after the cut" if dropped else "never")
+             + "; log: " + " | ".join(log_lines(log, "dropped", "reconnect"))[:400])
+    assert not made.hung and made.errno == 0, made.describe()
+    assert (rig.remote / "b").read_bytes() == b"made after the fault\n"
+    assert dropped is not None and dropped - cut_wall < 2.0, "a reset connection was not noticed at once"
+    assert rig.proxy.accepted >= 2
+
+
 # ---- 4. a black hole ----------------------------------------------------------------------------------
 
 def test_black_hole_calls_fail_within_the_bound_and_the_mount_recovers(proxied):
@@ -471,7 +511,7 @@ def test_black_hole_calls_fail_within_the_bound_and_the_mount_recovers(proxied):
     assert os.listdir(mnt) == ["a"]
 
     rig.proxy.blackhole(True)
-    hole_started = time.monotonic()
+    hole_started, hole_wall = time.monotonic(), time.time()
     try:
         blocked = Call("stat", mnt / "never-seen-before", timeout=60)
         time.sleep(0.5)
@@ -490,7 +530,12 @@ def test_black_hole_calls_fail_within_the_bound_and_the_mount_recovers(proxied):
     measured(f"black hole: first call {first.describe()}; a call while reconnecting {second.describe()}; "
              f"black hole lasted {hole_ended - hole_started:.1f} s; mount usable again "
              + (f"{recovered:.2f} s after it ended" if recovered is not None else f"never ({last.describe()})"))
-    measured("black hole log: " + " | ".join(log_lines(rig.log(mnt), "dropped", "reconnect"))[:600])
+    log = rig.log(mnt)
+    dropped = logged_at(log, "dropped", hole_wall)
+    measured("black hole (ServerAliveInterval=1, ServerAliveCountMax=2): drop logged "
+             + (f"{dropped - hole_wall:.2f} s after it began" if dropped else "never")
+             + "; log: " + " | ".join(log_lines(log, "dropped", "reconnect"))[:600])
+    assert dropped is not None and dropped - hole_wall <= 1 * 2 + 2, "the dead link was not noticed in N x C"
 
     for c in early + late:
         assert not c.hung and c.errno == 0 and c.elapsed < 2.0, c.describe()
@@ -502,6 +547,32 @@ def test_black_hole_calls_fail_within_the_bound_and_the_mount_recovers(proxied):
     assert (rig.remote / "after").read_bytes() == b"made after the fault\n"
     assert sorted(os.listdir(mnt)) == ["a", "after"]
     assert (mnt / "a").read_bytes() == b"a"
+
+
+@pytest.mark.slow
+def test_black_hole_at_defaults_is_noticed_and_the_waiting_call_replayed(proxied):
+    """No keepalive options: a link that goes silent while a request waits is declared dead within the
+    documented default (15 s); once traffic flows the request is replayed and succeeds."""
+    rig = proxied
+    mnt = rig.mount(rig.remote)
+    (mnt / "a").write_bytes(b"a")
+    rig.proxy.blackhole(True)
+    hole_started, hole_wall = time.monotonic(), time.time()
+    try:
+        waiting = Call("create", mnt / "b", timeout=90)
+        noticed = wait_until(lambda: "dropped" in rig.log(mnt), timeout=25, interval=0.1)
+    finally:
+        rig.proxy.blackhole(False)
+    ended = time.monotonic() - hole_started
+    made = waiting.result()
+    log = rig.log(mnt)
+    dropped = logged_at(log, "dropped", hole_wall)
+    measured(f"black hole at defaults: drop logged " + (f"{dropped - hole_wall:.2f} s" if dropped else "never")
+             + f" after it began; black hole ended at {ended:.1f} s; the waiting call {made.describe()}; log: "
+             + " | ".join(log_lines(log, "dropped", "reconnect"))[:400])
+    assert noticed and dropped is not None and dropped - hole_wall <= 15 + 3, log[-2000:]
+    assert not made.hung and made.errno == 0, made.describe()
+    assert (rig.remote / "b").read_bytes() == b"made after the fault\n"
 
 
 # ---- 5. unmount in every state ------------------------------------------------------------------------
