@@ -119,7 +119,7 @@ def proxied(sshd, remote, tmp_path):
 @pytest.fixture
 def own_server(tmp_path):
     """A private sshd for one test (it may be killed or restarted), with a fault proxy in front of it;
-    rig.mount goes through the proxy, rig_direct(...) mounts straight at the server."""
+    rig.mount goes through the proxy (copy_rig adds rig.direct_mount, straight at the server)."""
     with private_sshd("sftpfs-reconnect-") as server:
         remote = server.remote_base / "data"
         remote.mkdir()
