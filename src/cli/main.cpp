@@ -158,7 +158,7 @@ Status prepare_mount(const CommandLine& cl, const ssh::SessionOptions& session, 
   return filesystem->mount(mountpoint);
 }
 
-int run_mount(const CommandLine& cl, const ssh::SessionOptions& session) {
+int run_mount(const CommandLine& cl, const ssh::SessionOptions& session, ssh::RememberedSecrets* secrets) {
   Status mountpoint_ok = check_mountpoint(cl.mountpoint);
   if (!mountpoint_ok) {
     print_error(mountpoint_ok.error().message);
@@ -185,6 +185,7 @@ int run_mount(const CommandLine& cl, const ssh::SessionOptions& session) {
     else print_error(prepared.error().message);
     return 1;  // the filesystem (if mounted) and the client are torn down on the way out
   }
+  if (secrets) secrets->stop_asking();  // the terminal may go away; reconnects use what was typed
   if (!background) notify_systemd("READY=1");  // a Type=notify service runs sftpfs -f
   return filesystem->serve();
 }
@@ -242,6 +243,12 @@ int run(int argc, char** argv) {
   if (resolved->agent_socket) setenv("SSH_AUTH_SOCK", resolved->agent_socket->c_str(), 1);
   ssh::SessionOptions session = std::move(resolved->session);
   session.prompt = ssh::make_interactive_prompt();
+  // A mount that reconnects authenticates again without a person: what was typed now is kept.
+  std::shared_ptr<ssh::RememberedSecrets> secrets;
+  if (cl.mode == Mode::mount && cl.client.link.reconnect) {
+    secrets = std::make_shared<ssh::RememberedSecrets>(std::move(session.prompt));
+    session.prompt = [secrets](const std::string& prompt, bool echo) { return secrets->prompt()(prompt, echo); };
+  }
   if (cl.password_stdin) {
     if (cl.mode == Mode::put) {
       print_error("password_stdin cannot be used with --put, which reads the file from stdin");
@@ -259,7 +266,7 @@ int run(int argc, char** argv) {
     case Mode::probe: return run_probe_mode(cl, session);
     case Mode::cat:
     case Mode::put: return run_transfer(cl, session);
-    case Mode::mount: return run_mount(cl, session);
+    case Mode::mount: return run_mount(cl, session, secrets.get());
     default: return 1;
   }
 }
