@@ -27,6 +27,7 @@
 #include "cli/probe.hpp"
 #include "cli/transfer.hpp"
 #include "client/client.hpp"
+#include "client/server_quirks.hpp"
 #include "fs/errno_edge.hpp"
 #include "fs/filesystem.hpp"
 #include "fs/fuse_log.hpp"
@@ -138,6 +139,12 @@ Status prepare_mount(const CommandLine& cl, const ssh::SessionOptions& session, 
 
   fs::FsOptions options = cl.fs;
   options.remote_root = root;
+  if (!options.transform_symlinks && !cl.no_transform_symlinks &&
+      client::server_makes_symlink_targets_absolute(c.session_info().remote_banner)) {
+    options.transform_symlinks = true;
+    LOG_INFO("%s reports symlink targets as absolute paths: showing those inside the mount relative "
+             "(transform_symlinks; -o notransform_symlinks turns this off)", c.session_info().remote_banner.c_str());
+  }
   if (options.fsname.empty())
     options.fsname = (cl.remote.user.empty() ? "" : cl.remote.user + "@") + bracketed(cl.remote.host) + ":" +
                      cl.remote.path;
