@@ -260,14 +260,25 @@ def size_of(path: Path) -> int:
 def copy_with_faults(src: Path, dst: Path, watch: Path, size: int, fault, fractions=(0.15, 0.40, 0.65)):
     """Runs `cp src dst`; each time `watch` (the side being written) passes a fraction of size, calls
     fault() once. Returns (cp result, seconds, [(time, bytes done, fault's result, seconds until the
-    copy moved again)])."""
+    copy moved again)], the longest time the written side did not grow)."""
     started = time.monotonic()
     proc = subprocess.Popen(["cp", str(src), str(dst)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     faults = []
+    progress = {"last": 0, "at": started, "stall": 0.0, "stall_at": 0, "stall_began": 0.0}
+
+    def sample():
+        """The written side's size now; remembers the longest time it did not grow."""
+        now, size_now = time.monotonic(), size_of(watch)
+        if size_now != progress["last"]:
+            progress["last"], progress["at"] = size_now, now
+        elif now - progress["at"] > progress["stall"]:
+            progress["stall"], progress["stall_at"] = now - progress["at"], size_now
+            progress["stall_began"] = progress["at"] - started
+        return size_now
     try:
         pending = list(fractions)
         while proc.poll() is None and time.monotonic() - started < COPY_TIMEOUT:
-            done = size_of(watch)
+            done = sample()
             if pending and done >= pending[0] * size:
                 pending.pop(0)
                 at = time.monotonic()
@@ -275,7 +286,7 @@ def copy_with_faults(src: Path, dst: Path, watch: Path, size: int, fault, fracti
                 # Until the copy moves again (256 KiB more on the written side), or cp ends.
                 moved = None
                 while proc.poll() is None and time.monotonic() - at < COPY_TIMEOUT / 2:
-                    if size_of(watch) >= done + 256 * 1024:
+                    if sample() >= done + 256 * 1024:
                         moved = time.monotonic() - at
                         break
                     time.sleep(0.01)
@@ -292,7 +303,9 @@ def copy_with_faults(src: Path, dst: Path, watch: Path, size: int, fault, fracti
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), time.monotonic() - started, faults
+    stall = (f"longest stall {progress['stall']:.1f} s from {progress['stall_began']:.1f} s "
+             f"at {progress['stall_at'] / MiB:.0f} MiB")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), time.monotonic() - started, faults, stall
 
 
 def log_lines(text, *words):
@@ -388,14 +401,14 @@ def run_copy(rig, direction, fault_kind, tmp_path):
             src, dst, watch = mnt / "src", local / "copied", local / "copied"
             digest = make_random_file(rig.remote / "src", COPY_SIZE)
             check = local / "copied"
-        result, seconds, faults = copy_with_faults(src, dst, watch, COPY_SIZE, fault)
+        result, seconds, faults, stall = copy_with_faults(src, dst, watch, COPY_SIZE, fault)
         log = rig.log(mnt)
         for at, done, outcome, moved in faults:
             moved_text = (f"the written side grew again {moved:.2f} s later" if moved is not None
                           else "the written side did not grow again")
             measured(f"copy {direction} with {fault_kind}: fault at {at:.1f} s ({done / MiB:.0f} MiB written, "
                      f"{outcome}), {moved_text}")
-        measured(f"copy {direction} with {fault_kind}: cp exit {result.returncode} after {seconds:.1f} s; log: "
+        measured(f"copy {direction} with {fault_kind}: cp exit {result.returncode} after {seconds:.1f} s, {stall}; log: "
                  + " | ".join(log_lines(log, "dropped", "reconnected"))[:600])
         assert result.returncode == 0, f"cp failed: {result.stderr}\nfaults: {faults}\nlog:\n{log[-3000:]}"
         assert len(faults) == 3, f"the copy ended before three faults: {faults}"
