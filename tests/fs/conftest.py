@@ -31,6 +31,22 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "openssh_only: needs OpenSSH's sshd (its config, its processes)")
 
 
+# Times a test measured (detection, recovery, bounds): printed at the end of the run whatever -q/-s say.
+MEASUREMENTS = []
+
+
+def measured(text: str):
+    MEASUREMENTS.append(text)
+    print(text)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if MEASUREMENTS:
+        terminalreporter.section("measured")
+        for line in MEASUREMENTS:
+            terminalreporter.write_line(line)
+
+
 def selected_server() -> str:
     return os.environ.get("SFTPFS_TEST_SERVER", "openssh")
 
@@ -123,6 +139,14 @@ class Sshd:
 
     def stop(self):
         subprocess.run([str(TEST_SSHD), "stop", str(self.dir)], check=False)
+
+    def restart(self, new_host_keys=False):
+        """Kills the server and its sessions (as a crash would) and starts it again on the same port;
+        new_host_keys=True makes new host keys first (self.known_hosts then holds the new ones)."""
+        args = [str(TEST_SSHD), "restart", str(self.dir)] + (["new-host-keys"] if new_host_keys else [])
+        port = int(subprocess.check_output(args, text=True).strip())
+        assert port == self.port, f"test-sshd restarted on port {port}, not {self.port}"
+        self.pid = int((self.dir / "sshd.pid").read_text())
 
 
 @contextlib.contextmanager

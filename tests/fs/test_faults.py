@@ -1,7 +1,9 @@
 """A server that dies or stops answering under a mount: errors reach the application, never a short
 read, an end of file or a hang, and writes the application was told about fail loudly at close.
 
-Each test runs its own sshd (the shared one must not be killed) and mounts with a short request timeout.
+Each test runs its own sshd (the shared one must not be killed) and mounts with a short request timeout
+and -o noreconnect: these are the failures a mount that does not reconnect must report (test_reconnect.py
+tests the default, reconnecting, mounts).
 """
 import errno
 import os
