@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "cli/daemon.hpp"
+#include "cli/memory.hpp"
 #include "cli/notify.hpp"
 #include "cli/options.hpp"
 #include "cli/probe.hpp"
@@ -186,6 +187,8 @@ int run_mount(const CommandLine& cl, const ssh::SessionOptions& session) {
     return 1;  // the filesystem (if mounted) and the client are torn down on the way out
   }
   if (!background) notify_systemd("READY=1");  // a Type=notify service runs sftpfs -f
+  fs::Filesystem& mounted = *filesystem;
+  IdleTrimmer trimmer({[&mounted] { return mounted.activity(); }, [&mounted] { return mounted.purge_caches(); }});
   return filesystem->serve();
 }
 
@@ -270,6 +273,8 @@ int run(int argc, char** argv) {
 int main(int argc, char** argv) {
   // Before anything else, and before any thread: libssh2_init is not thread-safe.
   sftpfs::ssh::global_init();
+  // Before any thread too: glibc reads the arena limit when a thread first allocates.
+  sftpfs::cli::tune_malloc();
   // A closed pipe or socket is an error value, never a process-killing signal.
   std::signal(SIGPIPE, SIG_IGN);
   sftpfs::fs::route_fuse_log();

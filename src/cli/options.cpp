@@ -379,12 +379,20 @@ const OptionSpec kOptions[] = {
        s.cl.fs.prefetch_max_window = *n << 20;
        return {};
      }},
-    {"prefetch_budget", Takes::value, "sftpfs", "MiB: most all files read ahead together (default 256)",
+    {"prefetch_budget", Takes::value, "sftpfs", "MiB: most all files read ahead together (default 96)",
      [](ParseState& s, std::string_view name, std::string_view value) -> Status {
        auto n = parse_unsigned(name, value, 65536);
        if (!n) return n.take_error();
        s.cl.fs.prefetch_budget = *n << 20;
        if (*n == 0) s.cl.fs.prefetch = false;
+       return {};
+     }},
+    {"write_behind_budget", Takes::value, "sftpfs",
+     "MiB: most all files have written and not yet confirmed by the server (default 64; 0: every write waits)",
+     [](ParseState& s, std::string_view name, std::string_view value) -> Status {
+       auto n = parse_unsigned(name, value, 65536);
+       if (!n) return n.take_error();
+       s.cl.fs.write_behind_budget = *n << 20;
        return {};
      }},
     {"request_timeout", Takes::value, "sftpfs", "SECONDS: a request unanswered this long fails (default 60)",
