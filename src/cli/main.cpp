@@ -26,6 +26,7 @@
 #include "cli/notify.hpp"
 #include "cli/options.hpp"
 #include "cli/probe.hpp"
+#include "cli/status.hpp"
 #include "cli/transfer.hpp"
 #include "client/client.hpp"
 #include "fs/errno_edge.hpp"
@@ -112,6 +113,46 @@ Result<std::shared_ptr<client::Client>> connect(const ssh::SessionOptions& sessi
   return std::shared_ptr<client::Client>(std::move(*client));
 }
 
+// What /proc/mounts shows as the source: user@host:path as given.
+std::string default_fsname(const CommandLine& cl) {
+  return (cl.remote.user.empty() ? "" : cl.remote.user + "@") + bracketed(cl.remote.host) + ":" + cl.remote.path;
+}
+
+// The engine's part of --status. Until Client::status() (the reconnect work) lands, what the client
+// can say today: how many connections and whether they are up.
+client::ClientStatus engine_status(const client::Client& c, std::chrono::system_clock::time_point mounted_at) {
+  client::ClientStatus status;
+  for (size_t i = 0; i < c.connection_count(); ++i) {
+    client::ConnectionStatus one;
+    one.state = c.alive() ? client::ConnectionStatus::State::connected : client::ConnectionStatus::State::stopped;
+    one.since = mounted_at;
+    status.connections.push_back(one);
+  }
+  return status;
+}
+
+// Serves a mounted filesystem with its companions: the idle memory trimmer and the --status socket.
+int serve_mounted(fs::Filesystem& filesystem, const CommandLine& cl, const std::string& mountpoint) {
+  IdleTrimmer trimmer({[&filesystem] { return filesystem.activity(); },
+                       [&filesystem] { return filesystem.purge_caches(); }});
+  const auto mounted_at = std::chrono::system_clock::now();
+  const std::string source = cl.fs.fsname.empty() ? default_fsname(cl) : cl.fs.fsname;
+  auto status = StatusServer::start(mountpoint, [&filesystem, &mountpoint, &source, mounted_at] {
+    StatusSnapshot snapshot;
+    snapshot.mountpoint = mountpoint;
+    snapshot.source = source;
+    snapshot.pid = getpid();
+    snapshot.mounted_at = mounted_at;
+    snapshot.now = std::chrono::system_clock::now();
+    snapshot.client = engine_status(*filesystem.client(), mounted_at);
+    snapshot.fs = filesystem.stats();
+    snapshot.resident_bytes = resident_bytes();
+    return format_status(snapshot);
+  });
+  if (!status) LOG_WARN("sftpfs --status will not answer for this mount: %s", status.error().message.c_str());
+  return filesystem.serve();  // the status thread and the trimmer stop before the filesystem goes
+}
+
 // Everything of the mount that can fail before the filesystem serves. On success `filesystem` is
 // mounted; the caller detaches (if in the background) and serves.
 Status prepare_mount(const CommandLine& cl, const ssh::SessionOptions& session, const std::string& mountpoint,
@@ -139,9 +180,7 @@ Status prepare_mount(const CommandLine& cl, const ssh::SessionOptions& session, 
 
   fs::FsOptions options = cl.fs;
   options.remote_root = root;
-  if (options.fsname.empty())
-    options.fsname = (cl.remote.user.empty() ? "" : cl.remote.user + "@") + bracketed(cl.remote.host) + ":" +
-                     cl.remote.path;
+  if (options.fsname.empty()) options.fsname = default_fsname(cl);
   options.local_uid = getuid();
   options.local_gid = getgid();
   if (options.idmap == fs::IdMap::user) {
@@ -187,9 +226,7 @@ int run_mount(const CommandLine& cl, const ssh::SessionOptions& session) {
     return 1;  // the filesystem (if mounted) and the client are torn down on the way out
   }
   if (!background) notify_systemd("READY=1");  // a Type=notify service runs sftpfs -f
-  fs::Filesystem& mounted = *filesystem;
-  IdleTrimmer trimmer({[&mounted] { return mounted.activity(); }, [&mounted] { return mounted.purge_caches(); }});
-  return filesystem->serve();
+  return serve_mounted(*filesystem, cl, mountpoint);
 }
 
 int run_probe_mode(const CommandLine& cl, const ssh::SessionOptions& session) {
@@ -236,6 +273,8 @@ int run(int argc, char** argv) {
               << "FUSE library version " << fuse_pkgversion() << "\n";
     return 0;
   }
+
+  if (cl.mode == Mode::status) return print_status(cl.mountpoint, std::cout, std::cerr);
 
   auto resolved = resolve_ssh_options(cl, current_ssh_environment(cl));
   if (!resolved) {

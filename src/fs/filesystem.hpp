@@ -95,6 +95,7 @@ class Filesystem {
     size_t inodes = 0;                                        // nodes the kernel may still ask about
   };
   CacheStats stats() const;
+  const std::shared_ptr<client::Client>& client() const;  // the engine it runs on (--status asks it)
   // Counts the filesystem's requests to the server since the mount: two equal readings mean nothing
   // was asked of the server in between.
   uint64_t activity() const;

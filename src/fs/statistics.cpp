@@ -29,6 +29,8 @@ Filesystem::CacheStats Filesystem::stats() const {
   return out;
 }
 
+const std::shared_ptr<client::Client>& Filesystem::client() const { return impl_->client; }
+
 uint64_t Filesystem::activity() const { return impl_->calls_started.load(std::memory_order_relaxed); }
 
 size_t Filesystem::purge_caches() { return impl_->caches.purge_expired(); }
