@@ -29,6 +29,7 @@
 #include "cli/status.hpp"
 #include "cli/transfer.hpp"
 #include "client/client.hpp"
+#include "client/server_quirks.hpp"
 #include "fs/errno_edge.hpp"
 #include "fs/filesystem.hpp"
 #include "fs/fuse_log.hpp"
@@ -118,19 +119,6 @@ std::string default_fsname(const CommandLine& cl) {
   return (cl.remote.user.empty() ? "" : cl.remote.user + "@") + bracketed(cl.remote.host) + ":" + cl.remote.path;
 }
 
-// The engine's part of --status. Until Client::status() (the reconnect work) lands, what the client
-// can say today: how many connections and whether they are up.
-client::ClientStatus engine_status(const client::Client& c, std::chrono::system_clock::time_point mounted_at) {
-  client::ClientStatus status;
-  for (size_t i = 0; i < c.connection_count(); ++i) {
-    client::ConnectionStatus one;
-    one.state = c.alive() ? client::ConnectionStatus::State::connected : client::ConnectionStatus::State::stopped;
-    one.since = mounted_at;
-    status.connections.push_back(one);
-  }
-  return status;
-}
-
 // Serves a mounted filesystem with its companions: the idle memory trimmer and the --status socket.
 int serve_mounted(fs::Filesystem& filesystem, const CommandLine& cl, const std::string& mountpoint) {
   IdleTrimmer trimmer({[&filesystem] { return filesystem.activity(); },
@@ -144,7 +132,7 @@ int serve_mounted(fs::Filesystem& filesystem, const CommandLine& cl, const std::
     snapshot.pid = getpid();
     snapshot.mounted_at = mounted_at;
     snapshot.now = std::chrono::system_clock::now();
-    snapshot.client = engine_status(*filesystem.client(), mounted_at);
+    snapshot.client = filesystem.client()->status();
     snapshot.fs = filesystem.stats();
     snapshot.resident_bytes = resident_bytes();
     return format_status(snapshot);
@@ -180,6 +168,12 @@ Status prepare_mount(const CommandLine& cl, const ssh::SessionOptions& session, 
 
   fs::FsOptions options = cl.fs;
   options.remote_root = root;
+  if (!options.transform_symlinks && !cl.no_transform_symlinks &&
+      client::server_makes_symlink_targets_absolute(c.session_info().remote_banner)) {
+    options.transform_symlinks = true;
+    LOG_INFO("%s reports symlink targets as absolute paths: showing those inside the mount relative "
+             "(transform_symlinks; -o notransform_symlinks turns this off)", c.session_info().remote_banner.c_str());
+  }
   if (options.fsname.empty()) options.fsname = default_fsname(cl);
   options.local_uid = getuid();
   options.local_gid = getgid();
@@ -198,7 +192,7 @@ Status prepare_mount(const CommandLine& cl, const ssh::SessionOptions& session, 
   return filesystem->mount(mountpoint);
 }
 
-int run_mount(const CommandLine& cl, const ssh::SessionOptions& session) {
+int run_mount(const CommandLine& cl, const ssh::SessionOptions& session, ssh::RememberedSecrets* secrets) {
   Status mountpoint_ok = check_mountpoint(cl.mountpoint);
   if (!mountpoint_ok) {
     print_error(mountpoint_ok.error().message);
@@ -225,6 +219,7 @@ int run_mount(const CommandLine& cl, const ssh::SessionOptions& session) {
     else print_error(prepared.error().message);
     return 1;  // the filesystem (if mounted) and the client are torn down on the way out
   }
+  if (secrets) secrets->stop_asking();  // the terminal may go away; reconnects use what was typed
   if (!background) notify_systemd("READY=1");  // a Type=notify service runs sftpfs -f
   return serve_mounted(*filesystem, cl, mountpoint);
 }
@@ -284,6 +279,12 @@ int run(int argc, char** argv) {
   if (resolved->agent_socket) setenv("SSH_AUTH_SOCK", resolved->agent_socket->c_str(), 1);
   ssh::SessionOptions session = std::move(resolved->session);
   session.prompt = ssh::make_interactive_prompt();
+  // A mount that reconnects authenticates again without a person: what was typed now is kept.
+  std::shared_ptr<ssh::RememberedSecrets> secrets;
+  if (cl.mode == Mode::mount && cl.client.link.reconnect) {
+    secrets = std::make_shared<ssh::RememberedSecrets>(std::move(session.prompt));
+    session.prompt = [secrets](const std::string& prompt, bool echo) { return secrets->prompt()(prompt, echo); };
+  }
   if (cl.password_stdin) {
     if (cl.mode == Mode::put) {
       print_error("password_stdin cannot be used with --put, which reads the file from stdin");
@@ -301,7 +302,7 @@ int run(int argc, char** argv) {
     case Mode::probe: return run_probe_mode(cl, session);
     case Mode::cat:
     case Mode::put: return run_transfer(cl, session);
-    case Mode::mount: return run_mount(cl, session);
+    case Mode::mount: return run_mount(cl, session, secrets.get());
     default: return 1;
   }
 }

@@ -136,11 +136,9 @@ const std::vector<std::string_view> kWorkarounds = {"none", "all", "rename", "re
 
 const OptionSpec kOptions[] = {
     // ---- sshfs ----
-    {"reconnect", Takes::nothing, "sshfs", "reconnect when the connection drops (accepted; not implemented yet)",
+    {"reconnect", Takes::nothing, "sshfs", "reconnect when the connection drops (the default; see noreconnect)",
      [](ParseState& s, std::string_view, std::string_view) -> Status {
-       s.cl.reconnect = true;
-       LOG_WARN("reconnect: accepted, but sftpfs does not reconnect yet: after a dropped connection, "
-                "operations fail with EIO until you remount");
+       s.cl.client.link.reconnect = true;
        return {};
      }},
     {"delay_connect", Takes::nothing, "sshfs", "sftpfs always connects before mounting, so problems show at once",
@@ -226,6 +224,9 @@ const OptionSpec kOptions[] = {
      FLAG(s.cl.fs.follow_symlinks)},
     {"transform_symlinks", Takes::nothing, "sshfs", "show absolute symlinks into the mounted directory as relative",
      FLAG(s.cl.fs.transform_symlinks)},
+    {"notransform_symlinks", Takes::nothing, "sftpfs",
+     "show symlink targets exactly as the server reports them (transform_symlinks is on by default for proftpd)",
+     FLAG(s.cl.no_transform_symlinks)},
     {"contain_symlinks", Takes::nothing, "sshfs", "readlink fails (EPERM) for symlinks that could leave the mount",
      FLAG(s.cl.fs.contain_symlinks)},
     {"no_contain_symlinks", Takes::nothing, "sshfs", "symlinks are shown as they are (the default)",
@@ -393,6 +394,30 @@ const OptionSpec kOptions[] = {
        auto n = parse_unsigned(name, value, 65536);
        if (!n) return n.take_error();
        s.cl.fs.write_behind_budget = *n << 20;
+       return {};
+     }},
+    {"noreconnect", Takes::nothing, "sftpfs",
+     "a dropped connection stays dropped: calls fail with ENOTCONN until you remount",
+     [](ParseState& s, std::string_view, std::string_view) -> Status {
+       s.cl.client.link.reconnect = false;
+       return {};
+     }},
+    {"reconnect_wait", Takes::value, "sftpfs",
+     "SECONDS: while the server is unreachable, a call waits this long for a reconnect, then fails with EIO (default 20)",
+     [](ParseState& s, std::string_view name, std::string_view value) -> Status {
+       auto t = parse_seconds(name, value);
+       if (!t) return t.take_error();
+       if (*t < 1s) return usage_error("reconnect_wait must be at least 1 second");
+       s.cl.client.link.wait = *t;
+       return {};
+     }},
+    {"reconnect_max_delay", Takes::value, "sftpfs",
+     "SECONDS: longest pause between reconnect attempts; they start at 1 s and double (default 30)",
+     [](ParseState& s, std::string_view name, std::string_view value) -> Status {
+       auto t = parse_seconds(name, value);
+       if (!t) return t.take_error();
+       if (*t < 1s) return usage_error("reconnect_max_delay must be at least 1 second");
+       s.cl.client.link.max_delay = *t;
        return {};
      }},
     {"request_timeout", Takes::value, "sftpfs", "SECONDS: a request unanswered this long fails (default 60)",

@@ -44,8 +44,8 @@ struct CommandLine {
   bool verbose = false;     // -v
   std::string ssh_config_file;  // -F; empty: ~/.ssh/config and /etc/ssh/ssh_config
   bool password_stdin = false;
-  bool reconnect = false;
   bool no_check_root = false;
+  bool no_transform_symlinks = false;  // keep proftpd's absolute symlink targets as they come
   std::string uidfile, gidfile;  // idmap=file
   SshSettings ssh;               // from the command line (-p, -C, -o Key=Value, user@): wins over files
   client::ClientOptions client;

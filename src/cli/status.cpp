@@ -41,6 +41,12 @@ std::string human_bytes(uint64_t bytes) {
   return out;
 }
 
+// "3.0 MiB (3145728 bytes)", or "603 bytes": readable, and exact for scripts.
+std::string exact_bytes(uint64_t bytes) {
+  if (bytes < 1024) return human_bytes(bytes);
+  return human_bytes(bytes) + " (" + std::to_string(bytes) + " bytes)";
+}
+
 // "42s", "5m 3s", "2h 5m", "3d 4h": two units are enough to read at a glance.
 std::string human_duration(std::chrono::system_clock::duration d) {
   long long s = std::chrono::duration_cast<std::chrono::seconds>(d).count();
@@ -60,16 +66,6 @@ std::string local_time(std::chrono::system_clock::time_point t) {
   char out[64];
   std::strftime(out, sizeof out, "%Y-%m-%d %H:%M:%S %Z", &tm);
   return out;
-}
-
-// client::state_name's words, until the engine's own lands (see the brief in client_status.hpp).
-const char* state_word(client::ConnectionStatus::State state) {
-  switch (state) {
-    case client::ConnectionStatus::State::connected: return "connected";
-    case client::ConnectionStatus::State::reconnecting: return "reconnecting";
-    case client::ConnectionStatus::State::stopped: return "stopped";
-  }
-  return "unknown";
 }
 
 sockaddr_un socket_address(const std::string& name, socklen_t& length) {
@@ -118,7 +114,7 @@ std::string format_status(const StatusSnapshot& s) {
       << " (" << human_duration(s.now - s.mounted_at) << " ago)\n";
   for (size_t i = 0; i < s.client.connections.size(); ++i) {
     const client::ConnectionStatus& c = s.client.connections[i];
-    out << "connection " << i << ": " << state_word(c.state) << " since " << local_time(c.since) << " ("
+    out << "connection " << i << ": " << client::state_name(c.state) << " since " << local_time(c.since) << " ("
         << human_duration(s.now - c.since) << ")";
     if (c.state == client::ConnectionStatus::State::reconnecting) out << ", attempt " << c.attempts;
     out << ", reconnects " << c.reconnects;
@@ -130,8 +126,7 @@ std::string format_status(const StatusSnapshot& s) {
       out << ", rtt not measured yet";
     }
     out << ", in flight " << c.in_flight << ", waiting for reconnect " << c.held << "\n";
-    out << "  sent " << human_bytes(c.bytes_sent) << " (" << c.bytes_sent << " bytes), received "
-        << human_bytes(c.bytes_received) << " (" << c.bytes_received << " bytes)\n";
+    out << "  sent " << exact_bytes(c.bytes_sent) << ", received " << exact_bytes(c.bytes_received) << "\n";
     if (!c.last_error.empty()) out << "  last dropped: " << c.last_error << "\n";
   }
   for (const auto& cache : s.fs.caches) {

@@ -1,9 +1,14 @@
 #include "client/client.hpp"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <mutex>
+#include <thread>
 
+#include "client/link.hpp"
 #include "client/server_quirks.hpp"
 #include "util/log.hpp"
 
@@ -63,33 +68,72 @@ ReplyCallback expect_single_name(Callback<std::string> done) {
   };
 }
 
+sftp::Reply ok_reply() { return sftp::Reply{0, sftp::StatusReply{sftp::SSH_FX_OK, "", ""}}; }
+
+bool path_is_within(const std::string& path, const std::string& dir) {
+  return path == dir || (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 && path[dir.size()] == '/');
+}
+
 }  // namespace
 
 struct Client::Impl {
-  // Before the connections: destroyed after them, whose last callbacks may still use it.
-  std::unique_ptr<ServerQuirks> quirks;  // what the server does differently, learned as we go
-  std::vector<std::unique_ptr<Connection>> connections;
+  // Before the links: destroyed after them, whose last callbacks may still use it.
+  std::unique_ptr<ServerQuirks> quirks;
+  std::vector<std::unique_ptr<Link>> links;
   std::atomic<size_t> round_robin{0};
+  // Fails requests held past their reconnect_wait, on every link, even while a link's worker is
+  // inside a long connect attempt.
+  std::thread ticker;
+  std::mutex ticker_mutex;
+  std::condition_variable ticker_wake;
+  bool ticker_stop = false;
 
   // Metadata goes to the least busy connection, so a large transfer on one does not stall `ls`.
   size_t pick() {
-    size_t start = round_robin.fetch_add(1) % connections.size();
+    size_t start = round_robin.fetch_add(1) % links.size();
     size_t best = start;
-    for (size_t i = 0; i < connections.size(); ++i) {
-      size_t index = (start + i) % connections.size();
-      if (!connections[index]->alive()) continue;
-      if (!connections[best]->alive() || connections[index]->outstanding() < connections[best]->outstanding()) best = index;
+    bool best_up = links[best]->up();
+    size_t best_load = links[best]->outstanding();
+    for (size_t i = 1; i < links.size(); ++i) {
+      size_t index = (start + i) % links.size();
+      if (!links[index]->up()) continue;
+      size_t load = links[index]->outstanding();
+      if (!best_up || load < best_load) {
+        best = index;
+        best_up = true;
+        best_load = load;
+      }
     }
     return best;
   }
 
-  Connection& at(size_t index) { return *connections[index % connections.size()]; }
-  const ServerFeatures& features() const { return connections.front()->features(); }
+  Link& at(size_t index) { return *links[index % links.size()]; }
+  const ServerFeatures& features() const { return links.front()->features(); }
 
-  void send(size_t index, sftp::Bytes packet, ReplyCallback done) { at(index).submit(std::move(packet), std::move(done)); }
-  void send(sftp::Bytes packet, ReplyCallback done) { send(pick(), std::move(packet), std::move(done)); }
-  void send_on(const FileRef& file, sftp::Bytes packet, ReplyCallback done) {
-    send(file->connection, std::move(packet), std::move(done));
+  // A path request: the packet is built once and sent again as is after a drop.
+  void send(size_t index, sftp::Bytes packet, ReplyCallback done, Replay replay = Replay::resend,
+            std::function<void(Result<Reply>, ReplyCallback)> recheck = {}) {
+    Request request;
+    request.build = [packet = std::make_shared<sftp::Bytes>(std::move(packet))]() -> Result<sftp::Bytes> { return *packet; };
+    request.done = std::move(done);
+    request.replay = replay;
+    request.recheck = std::move(recheck);
+    at(index).send(std::move(request));
+  }
+  void send(sftp::Bytes packet, ReplyCallback done, Replay replay = Replay::resend,
+            std::function<void(Result<Reply>, ReplyCallback)> recheck = {}) {
+    send(pick(), std::move(packet), std::move(done), replay, std::move(recheck));
+  }
+  // A handle request: built with the file's handle at the time it goes out (a reconnect replaces it).
+  void send_on(const FileRef& file, std::function<sftp::Bytes(const std::string& handle)> build, ReplyCallback done,
+               Replay replay = Replay::resend, Clock::time_point deadline = {}) {
+    Request request;
+    request.file = file;
+    request.build = [file, build = std::move(build)]() -> Result<sftp::Bytes> { return build(file->handle()); };
+    request.done = std::move(done);
+    request.replay = replay;
+    request.deadline = deadline;
+    at(file->connection).send(std::move(request));
   }
 
   bool require(std::string_view extension, const std::function<void(Error)>& fail) {
@@ -98,47 +142,132 @@ struct Client::Impl {
     return false;
   }
 
+  // After a replayed request failed: does the server show that the first one did the work?
+  // `confirmed(attrs or error)` decides from an LSTAT of `path`.
+  std::function<void(Result<Reply>, ReplyCallback)> recheck_by_lstat(
+      size_t index, std::string path, std::function<bool(const Result<sftp::Attrs>&)> confirmed) {
+    return [this, index, path = std::move(path), confirmed = std::move(confirmed)](Result<Reply> failed, ReplyCallback done) {
+      send(index, sftp::build_lstat(0, path),
+           expect_attrs([failed = std::move(failed), done = std::move(done), confirmed, path](Result<sftp::Attrs> attrs) mutable {
+             if (confirmed(attrs)) {
+               LOG_INFO("a request on %s replayed after a reconnect had already been done by the server", path.c_str());
+               return done(ok_reply());
+             }
+             done(std::move(failed));
+           }));
+    };
+  }
+
+  std::vector<FileRef> open_files() {
+    std::vector<FileRef> all;
+    for (auto& link : links) {
+      auto files = link->open_files();
+      all.insert(all.end(), files.begin(), files.end());
+    }
+    return all;
+  }
+
   void open_on(size_t index, std::string path, uint32_t pflags, sftp::Attrs attrs, bool directory,
                Callback<FileRef> done) {
+    index %= links.size();
     auto packet = directory ? sftp::build_opendir(0, path) : sftp::build_open(0, path, pflags, attrs);
+    // An exclusive create that fails when replayed may have been done by the first send: open the
+    // file that is there without CREAT/EXCL (the drop leaves no way to tell it from another's file
+    // made at the same moment; see README).
+    std::function<void(Result<Reply>, ReplyCallback)> recheck;
+    const bool exclusive = (pflags & sftp::SSH_FXF_CREAT) && (pflags & sftp::SSH_FXF_EXCL);
+    if (exclusive)
+      recheck = [this, index, path, pflags](Result<Reply>, ReplyCallback reopen_done) {
+        send(index, sftp::build_open(0, path, pflags & ~(sftp::SSH_FXF_CREAT | sftp::SSH_FXF_EXCL | sftp::SSH_FXF_TRUNC), {}),
+             std::move(reopen_done));
+      };
+    // What the file looks like right after the open (a STAT in the same round trip): a reconnect
+    // compares against it before reopening.
+    struct Opening {
+      std::mutex mutex;
+      FileRef file;
+      std::optional<RemoteFile::Seen> seen;
+    };
+    auto opening = directory ? nullptr : std::make_shared<Opening>();
+    Link* link = links[index].get();
     send(index, std::move(packet),
-         [done = std::move(done), path, pflags, directory, index](Result<Reply> reply) mutable {
+         [done = std::move(done), path, pflags, directory, index, link, opening](Result<Reply> reply) mutable {
            if (!reply) return done(reply.take_error());
            if (auto* handle = std::get_if<sftp::HandleReply>(&reply->body)) {
-             auto file = std::make_shared<RemoteFile>();
-             file->handle = std::move(handle->handle);
-             file->path = std::move(path);
-             file->pflags = pflags;
-             file->is_directory = directory;
-             file->connection = index;
+             auto file = std::make_shared<RemoteFile>(std::move(handle->handle), std::move(path), pflags, directory, index);
+             if (opening) {
+               std::lock_guard<std::mutex> lock(opening->mutex);
+               opening->file = file;
+               if (opening->seen) file->observed(*opening->seen);
+             }
+             link->adopt(file);
              return done(std::move(file));
            }
            if (auto* status = std::get_if<sftp::StatusReply>(&reply->body)) return done(status_error(*status));
            done(unexpected(*reply, "HANDLE"));
-         });
+         },
+         exclusive ? Replay::recheck : Replay::resend, std::move(recheck));
+    if (opening)
+      send(index, sftp::build_stat(0, path), expect_attrs([opening](Result<sftp::Attrs> attrs) {
+             if (!attrs || !(attrs->flags & sftp::SSH_FILEXFER_ATTR_SIZE)) return;
+             RemoteFile::Seen seen{attrs->size, attrs->mtime};
+             std::lock_guard<std::mutex> lock(opening->mutex);
+             opening->seen = seen;
+             if (opening->file && !opening->file->written_since_seen()) opening->file->observed(seen);
+           }));
+  }
+
+  void tick() {
+    std::unique_lock<std::mutex> lock(ticker_mutex);
+    while (!ticker_stop) {
+      ticker_wake.wait_for(lock, std::chrono::milliseconds(200));
+      lock.unlock();
+      for (auto& link : links) link->expire_held(Clock::now());
+      lock.lock();
+    }
+  }
+
+  void shutdown() {
+    {
+      std::lock_guard<std::mutex> lock(ticker_mutex);
+      ticker_stop = true;
+    }
+    ticker_wake.notify_all();
+    if (ticker.joinable()) ticker.join();
+    for (auto& link : links) link->shutdown();
   }
 };
 
 Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Client::~Client() = default;
+Client::~Client() { impl_->shutdown(); }
 
 Result<std::unique_ptr<Client>> Client::connect(const ssh::SessionOptions& ssh_options, const ClientOptions& options) {
   auto impl = std::make_unique<Impl>();
   const size_t count = std::max<size_t>(options.connections, 1);
   for (size_t i = 0; i < count; ++i) {
-    auto connection = Connection::open(ssh_options, options.connection);
-    if (!connection) return connection.take_error();  // the ones already open close with impl
-    impl->connections.push_back(std::move(*connection));
+    auto link = Link::open(i, ssh_options, options.connection, options.link);
+    if (!link) return link.take_error();  // the ones already open close with impl
+    impl->links.push_back(std::move(*link));
   }
   impl->quirks = std::make_unique<ServerQuirks>(impl->features());
+  impl->ticker = std::thread([i = impl.get()] { i->tick(); });
   return std::unique_ptr<Client>(new Client(std::move(impl)));
 }
 
 const ServerFeatures& Client::features() const { return impl_->features(); }
-const ssh::SessionInfo& Client::session_info() const { return impl_->connections.front()->session_info(); }
-size_t Client::connection_count() const { return impl_->connections.size(); }
+const ssh::SessionInfo& Client::session_info() const { return impl_->links.front()->session_info(); }
+size_t Client::connection_count() const { return impl_->links.size(); }
 bool Client::alive() const {
-  return std::all_of(impl_->connections.begin(), impl_->connections.end(), [](const auto& c) { return c->alive(); });
+  return std::all_of(impl_->links.begin(), impl_->links.end(), [](const auto& link) { return link->up(); });
+}
+ClientStatus Client::status() const {
+  ClientStatus status;
+  for (const auto& link : impl_->links) status.connections.push_back(link->status());
+  return status;
+}
+void Client::shutdown() { impl_->shutdown(); }
+void Client::cut_connections() {
+  for (auto& link : impl_->links) link->cut();
 }
 
 void Client::stat(std::string path, Callback<sftp::Attrs> done) {
@@ -164,18 +293,61 @@ void Client::symlink(std::string target, std::string link_path, Done done) {
 }
 bool Client::symlink_order_known() const { return impl_->quirks->symlink_order_known(); }
 void Client::mkdir(std::string path, sftp::Attrs attrs, Done done) {
-  impl_->send(sftp::build_mkdir(0, path, attrs), expect_ok(std::move(done)));
+  mkdir_on(impl_->pick(), std::move(path), std::move(attrs), std::move(done));
 }
-void Client::rmdir(std::string path, Done done) { impl_->send(sftp::build_rmdir(0, path), expect_ok(std::move(done))); }
-void Client::remove(std::string path, Done done) { impl_->send(sftp::build_remove(0, path), expect_ok(std::move(done))); }
+void Client::rmdir(std::string path, Done done) {
+  const size_t index = impl_->pick();
+  impl_->send(index, sftp::build_rmdir(0, path), expect_ok(std::move(done)), Replay::recheck,
+              impl_->recheck_by_lstat(index, path, [](const Result<sftp::Attrs>& attrs) {
+                return !attrs && attrs.error().kind == Error::Kind::sftp_status && attrs.error().code == sftp::SSH_FX_NO_SUCH_FILE;
+              }));
+}
+void Client::remove(std::string path, Done done) {
+  const size_t index = impl_->pick();
+  Impl* impl = impl_.get();
+  impl_->send(index, sftp::build_remove(0, path),
+              expect_ok([impl, path, done = std::move(done)](Status status) {
+                // An open file of that name is no longer reachable by its name: a reconnect must not
+                // reopen whatever takes the name next.
+                if (status)
+                  for (auto& file : impl->open_files())
+                    if (file->path() == path) file->mark_unlinked();
+                done(std::move(status));
+              }),
+              Replay::recheck, impl_->recheck_by_lstat(index, path, [](const Result<sftp::Attrs>& attrs) {
+                return !attrs && attrs.error().kind == Error::Kind::sftp_status && attrs.error().code == sftp::SSH_FX_NO_SUCH_FILE;
+              }));
+}
 void Client::rename(std::string old_path, std::string new_path, Done done) {
   auto packet = features().has(sftp::kExtPosixRename) ? sftp::build_posix_rename(0, old_path, new_path)
                                                       : sftp::build_rename(0, old_path, new_path);
-  impl_->send(std::move(packet), expect_ok(std::move(done)));
+  const size_t index = impl_->pick();
+  Impl* impl = impl_.get();
+  // A replayed rename that fails was done by the first send when the old name is gone and the new
+  // one is there.
+  auto recheck = [impl, index, old_path, new_path](Result<Reply> failed, ReplyCallback done) {
+    impl->send(index, sftp::build_lstat(0, old_path), expect_attrs([impl, index, new_path, failed = std::move(failed),
+                                                                    done = std::move(done)](Result<sftp::Attrs> old_attrs) mutable {
+      if (old_attrs || old_attrs.error().code != sftp::SSH_FX_NO_SUCH_FILE) return done(std::move(failed));
+      impl->recheck_by_lstat(index, new_path, [](const Result<sftp::Attrs>& attrs) { return attrs.has_value(); })(
+          std::move(failed), std::move(done));
+    }));
+  };
+  impl_->send(index, std::move(packet),
+              expect_ok([impl, old_path, new_path, done = std::move(done)](Status status) {
+                // Open files keep their reopen paths true (a reconnect reopens by path).
+                if (status)
+                  for (auto& file : impl->open_files()) {
+                    std::string path = file->path();
+                    if (path == new_path) file->mark_unlinked();  // replaced
+                    if (path_is_within(path, old_path)) file->set_path(new_path + path.substr(old_path.size()));
+                  }
+                done(std::move(status));
+              }),
+              Replay::recheck, std::move(recheck));
 }
 void Client::hardlink(std::string old_path, std::string new_path, Done done) {
-  if (impl_->require(sftp::kExtHardlink, done))
-    impl_->send(sftp::build_hardlink(0, old_path, new_path), expect_ok(std::move(done)));
+  hardlink_on(impl_->pick(), std::move(old_path), std::move(new_path), std::move(done));
 }
 void Client::statvfs(std::string path, Callback<sftp::Statvfs> done) {
   if (!impl_->require(sftp::kExtStatvfs, done)) return;
@@ -201,7 +373,10 @@ void Client::lstat_on(size_t connection, std::string path, Callback<sftp::Attrs>
   impl_->send(connection, sftp::build_lstat(0, path), expect_attrs(std::move(done)));
 }
 void Client::mkdir_on(size_t connection, std::string path, sftp::Attrs attrs, Done done) {
-  impl_->send(connection, sftp::build_mkdir(0, path, attrs), expect_ok(std::move(done)));
+  impl_->send(connection, sftp::build_mkdir(0, path, attrs), expect_ok(std::move(done)), Replay::recheck,
+              impl_->recheck_by_lstat(connection, path, [](const Result<sftp::Attrs>& attrs) {
+                return attrs && (attrs->flags & sftp::SSH_FILEXFER_ATTR_PERMISSIONS) && S_ISDIR(attrs->permissions);
+              }));
 }
 void Client::setstat_on(size_t connection, std::string path, sftp::Attrs attrs, Done done) {
   impl_->send(connection, sftp::build_setstat(0, path, attrs), expect_ok(std::move(done)));
@@ -212,41 +387,66 @@ void Client::lsetstat_on(size_t connection, std::string path, sftp::Attrs attrs,
 }
 void Client::symlink_on(size_t connection, std::string target, std::string link_path, Done done) {
   Impl* impl = impl_.get();
-  auto send = [impl, connection](sftp::Bytes packet, ReplyCallback reply) {
-    impl->send(connection, std::move(packet), std::move(reply));
+  // A replayed SYMLINK that fails was done by the first send when the name now holds our link.
+  auto send = [impl, connection, target, link_path](sftp::Bytes packet, ReplyCallback reply) {
+    const bool is_symlink = packet.size() > 4 && packet[4] == sftp::SSH_FXP_SYMLINK;
+    if (!is_symlink) return impl->send(connection, std::move(packet), std::move(reply));
+    auto recheck = [impl, connection, target, link_path](Result<Reply> failed, ReplyCallback done) {
+      impl->send(connection, sftp::build_readlink(0, link_path),
+                 expect_single_name([failed = std::move(failed), done = std::move(done), target](Result<std::string> now) mutable {
+                   if (now && *now == target) return done(ok_reply());
+                   done(std::move(failed));
+                 }));
+    };
+    impl->send(connection, std::move(packet), std::move(reply), Replay::recheck, std::move(recheck));
   };
   impl_->quirks->symlink(send, std::move(target), std::move(link_path), std::move(done));
 }
 void Client::hardlink_on(size_t connection, std::string old_path, std::string new_path, Done done) {
   if (impl_->require(sftp::kExtHardlink, done))
-    impl_->send(connection, sftp::build_hardlink(0, old_path, new_path), expect_ok(std::move(done)));
+    impl_->send(connection, sftp::build_hardlink(0, old_path, new_path), expect_ok(std::move(done)), Replay::recheck,
+                impl_->recheck_by_lstat(connection, new_path, [](const Result<sftp::Attrs>& attrs) { return attrs.has_value(); }));
 }
 
 void Client::open(std::string path, uint32_t pflags, sftp::Attrs attrs, Callback<FileRef> done) {
   impl_->open_on(impl_->pick(), std::move(path), pflags, std::move(attrs), false, std::move(done));
 }
 void Client::open_on(size_t connection, std::string path, uint32_t pflags, sftp::Attrs attrs, Callback<FileRef> done) {
-  impl_->open_on(connection % impl_->connections.size(), std::move(path), pflags, std::move(attrs), false,
-                 std::move(done));
+  impl_->open_on(connection, std::move(path), pflags, std::move(attrs), false, std::move(done));
 }
 void Client::opendir(std::string path, Callback<FileRef> done) {
   impl_->open_on(impl_->pick(), std::move(path), 0, {}, true, std::move(done));
 }
 void Client::close(const FileRef& file, Done done) {
-  impl_->send_on(file, sftp::build_close(0, file->handle), expect_ok(std::move(done)));
+  file->mark_closing();
+  // A lost file has no handle left on the server: nothing to close.
+  if (file->lost()) return done({});
+  Request request;
+  request.file = file;
+  request.is_close = true;
+  request.build = [file]() -> Result<sftp::Bytes> { return sftp::build_close(0, file->handle()); };
+  request.done = expect_ok([done = std::move(done)](Status status) { done(std::move(status)); });
+  impl_->at(file->connection).send(std::move(request));
 }
 void Client::fstat(const FileRef& file, Callback<sftp::Attrs> done) {
-  impl_->send_on(file, sftp::build_fstat(0, file->handle), expect_attrs(std::move(done)));
+  impl_->send_on(file, [](const std::string& h) { return sftp::build_fstat(0, h); }, expect_attrs(std::move(done)));
 }
 void Client::fsetstat(const FileRef& file, sftp::Attrs attrs, Done done) {
-  impl_->send_on(file, sftp::build_fsetstat(0, file->handle, attrs), expect_ok(std::move(done)));
+  impl_->send_on(file, [attrs](const std::string& h) { return sftp::build_fsetstat(0, h, attrs); }, expect_ok(std::move(done)));
 }
 void Client::fsync(const FileRef& file, Done done) {
-  if (impl_->require(sftp::kExtFsync, done)) impl_->send_on(file, sftp::build_fsync(0, file->handle), expect_ok(std::move(done)));
+  if (impl_->require(sftp::kExtFsync, done))
+    impl_->send_on(file, [](const std::string& h) { return sftp::build_fsync(0, h); }, expect_ok(std::move(done)));
 }
 
 void Client::readdir(const FileRef& dir, Callback<std::vector<sftp::NameEntry>> done) {
-  impl_->send_on(dir, sftp::build_readdir(0, dir->handle), [done = std::move(done)](Result<Reply> reply) {
+  // The server's position in a listing dies with the connection: a listing cut in the middle cannot
+  // go on (it would start over and show names twice).
+  if (dir->reopened() && dir->listing_started())
+    return done(Error::unreachable_error("the connection dropped while listing " + dir->path() + "; list it again"));
+  dir->note_listing_started();
+  impl_->send_on(dir, [](const std::string& h) { return sftp::build_readdir(0, h); },
+                 [done = std::move(done)](Result<Reply> reply) {
     if (!reply) return done(reply.take_error());
     if (auto* name = std::get_if<sftp::NameReply>(&reply->body)) {
       // An empty NAME would make a caller loop forever; the protocol ends a listing with EOF.
@@ -258,7 +458,7 @@ void Client::readdir(const FileRef& dir, Callback<std::vector<sftp::NameEntry>> 
       return done(status_error(*status));
     }
     done(unexpected(*reply, "NAME"));
-  });
+  }, Replay::never);
 }
 
 namespace {
@@ -279,7 +479,8 @@ struct ReadJob : std::enable_shared_from_this<ReadJob> {
 
   void request(uint64_t relative, uint32_t length) {
     auto self = shared_from_this();
-    client->send_on(file, sftp::build_read(0, file->handle, offset + relative, length),
+    const uint64_t at = offset + relative;
+    client->send_on(file, [at, length](const std::string& handle) { return sftp::build_read(0, handle, at, length); },
                     [self, relative, length](Result<Reply> reply) { self->on_reply(relative, length, std::move(reply)); });
   }
 
@@ -359,14 +560,20 @@ void Client::read(const FileRef& file, uint64_t offset, uint32_t length, Callbac
 
 void Client::write(const FileRef& file, uint64_t offset, sftp::Bytes data, Done done) {
   if (data.empty()) return done({});
+  file->note_write();
   const size_t piece = features().max_write;
   auto job = std::make_shared<WriteJob>();
   job->done = std::move(done);
   job->pieces_left = (data.size() + piece - 1) / piece;
-  for (size_t pos = 0; pos < data.size(); pos += piece) {
-    size_t length = std::min(piece, data.size() - pos);
-    auto packet = sftp::build_write(0, file->handle, offset + pos, sftp::ByteView(data.data() + pos, length));
-    impl_->send_on(file, std::move(packet), expect_ok([job](Status st) { job->on_reply(std::move(st)); }));
+  // The bytes stay here until every piece is acknowledged: a piece in flight at a drop is sent again.
+  auto bytes = std::make_shared<const sftp::Bytes>(std::move(data));
+  for (size_t pos = 0; pos < bytes->size(); pos += piece) {
+    size_t length = std::min(piece, bytes->size() - pos);
+    impl_->send_on(file,
+                   [bytes, pos, length, at = offset + pos](const std::string& handle) {
+                     return sftp::build_write(0, handle, at, sftp::ByteView(bytes->data() + pos, length));
+                   },
+                   expect_ok([job](Status st) { job->on_reply(std::move(st)); }));
   }
 }
 
@@ -375,15 +582,18 @@ void Client::copy_data(const FileRef& from, uint64_t from_offset, uint64_t lengt
   if (!impl_->require(sftp::kExtCopyData, done)) return;
   if (from->connection != to->connection)
     return done(Error::not_supported("copy-data needs both handles on one connection"));
+  to->note_write();
   // A server-side copy of a large file legitimately takes long: no per-request deadline beyond the
   // connection's liveness checks.
-  impl_->at(from->connection)
-      .submit(sftp::build_copy_data(0, from->handle, from_offset, length, to->handle, to_offset),
-              expect_ok(std::move(done)), Clock::now() + std::chrono::hours(24));
+  impl_->send_on(from,
+                 [to, from_offset, length, to_offset](const std::string& from_handle) {
+                   return sftp::build_copy_data(0, from_handle, from_offset, length, to->handle(), to_offset);
+                 },
+                 expect_ok(std::move(done)), Replay::resend, Clock::now() + std::chrono::hours(24));
 }
 
 void Client::submit(size_t index, sftp::Bytes packet, ReplyCallback done) {
-  impl_->send(index % impl_->connections.size(), std::move(packet), std::move(done));
+  impl_->send(index, std::move(packet), std::move(done));
 }
 
 }  // namespace sftpfs::client

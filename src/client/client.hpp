@@ -1,4 +1,6 @@
-// The asynchronous SFTP client the filesystem uses: typed operations over a pool of Connections.
+// The asynchronous SFTP client the filesystem uses: typed operations over a pool of Links (each a
+// Connection that is replaced when it drops; open files are reopened and requests replayed, so the
+// filesystem sees handles that survive).
 // Every operation takes a completion callback that runs exactly once, on a connection's I/O thread;
 // callbacks must not block. Paths are absolute remote paths.
 #pragma once
@@ -9,7 +11,10 @@
 #include <string>
 #include <vector>
 
+#include "client/client_status.hpp"
 #include "client/connection.hpp"
+#include "client/link.hpp"
+#include "client/remote_file.hpp"
 #include "sftp/protocol.hpp"
 
 namespace sftpfs::client {
@@ -18,20 +23,10 @@ template <class T>
 using Callback = std::function<void(Result<T>)>;
 using Done = std::function<void(Status)>;
 
-// An open remote file or directory. It records what a reconnect needs to reopen it: the path, the
-// open flags and attributes, and which connection (and generation of it) the handle belongs to.
-struct RemoteFile {
-  std::string handle;    // the server's opaque handle bytes
-  std::string path;      // remote path at open time
-  uint32_t pflags = 0;   // SSH_FXF_* it was opened with (0 for a directory)
-  bool is_directory = false;
-  size_t connection = 0; // index into the pool
-};
-using FileRef = std::shared_ptr<RemoteFile>;
-
 struct ClientOptions {
   ConnectionOptions connection;
   size_t connections = 1;  // max_conns
+  LinkOptions link;        // reconnect, reconnect_wait, reconnect_max_delay
 };
 
 class Client {
@@ -45,6 +40,12 @@ class Client {
   const ssh::SessionInfo& session_info() const;
   size_t connection_count() const;
   bool alive() const;  // every connection up
+  ClientStatus status() const;
+  // Stops reconnecting and closes every connection: requests waiting fail at once. Idempotent; the
+  // destructor calls it. Prompt in every state (an attempt in progress is abandoned).
+  void shutdown();
+  // Cuts every connection's TCP socket as a network drop would (tests).
+  void cut_connections();
 
   // ---- by path ----
   void stat(std::string path, Callback<sftp::Attrs> done);

@@ -9,6 +9,7 @@
 #include <libssh2.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -31,6 +32,8 @@ constexpr size_t kLengthPrefix = 4;
 constexpr size_t kMaxBatchBytes = 512 * 1024;
 // libssh2 sends no keepalive unless an interval is configured, and treats 1 s as 2 s.
 constexpr std::chrono::seconds kMinKeepalive{2};
+// Requests this small measure the round trip (a large WRITE also measures the bandwidth).
+constexpr size_t kRttProbeSize = 512;
 
 uint32_t load_u32(const uint8_t* p) {
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
@@ -100,14 +103,17 @@ struct Connection::Impl {
     ReplyCallback on_reply;
     Clock::time_point deadline;
     Clock::time_point sent;
+    bool measures_rtt = false;
   };
 
   Connection* owner = nullptr;
   ConnectionOptions options;
+  Liveness liveness{};
   std::unique_ptr<ssh::Session> session;
   ssh::ChannelPtr channel;
   int wake_fd = -1;
   std::thread thread;
+  std::mutex join_mutex;  // wait_stopped() and the destructor both join
 
   // Shared with submitters; guarded by mutex.
   std::mutex mutex;
@@ -125,7 +131,11 @@ struct Connection::Impl {
   sftp::Bytes in;   // received bytes not yet parsed
   size_t in_len = 0;
   Clock::time_point last_receive = Clock::now();
-  Clock::time_point last_keepalive = Clock::now();
+  Clock::time_point last_probe = Clock::now();
+  // Since when we wait for the server to say anything (first request or probe sent after it last
+  // spoke); {} while nothing is owed.
+  Clock::time_point owed_since{};
+  bool closed_by_owner = false;  // fail() or the destructor, not the network
 
   ~Impl() {
     if (wake_fd >= 0) ::close(wake_fd);
@@ -168,7 +178,7 @@ struct Connection::Impl {
       std::lock_guard<std::mutex> lock(mutex);
       if (failure_reason.empty()) failure_reason = reason;
     }
-    if (!owner->failed_.exchange(true)) LOG_ERROR("connection to %s failed: %s", session->options().host.c_str(), reason.c_str());
+    if (!owner->failed_.exchange(true)) LOG_INFO("connection to %s failed: %s", session->options().host.c_str(), reason.c_str());
   }
 
   // Moves submitted requests into the outbound batch while the in-flight cap allows.
@@ -189,7 +199,8 @@ struct Connection::Impl {
       store_u32(q.packet.data() + sftp::kIdOffset, id);
       out.insert(out.end(), q.packet.begin(), q.packet.end());
       auto deadline = q.deadline == Clock::time_point{} ? now + options.request_timeout : q.deadline;
-      in_flight.emplace(id, InFlight{std::move(q.on_reply), deadline, now});
+      in_flight.emplace(id, InFlight{std::move(q.on_reply), deadline, now, q.packet.size() <= kRttProbeSize});
+      if (owed_since == Clock::time_point{}) owed_since = now;
       waiting.pop_front();
     }
   }
@@ -215,6 +226,7 @@ struct Connection::Impl {
       pending = Pending::none;
       if (rc < 0) return Error::transport_error("sending failed: " + libssh2_error(session->raw(), int(rc)));
       out_pos += static_cast<size_t>(rc);
+      owner->bytes_sent_.fetch_add(static_cast<uint64_t>(rc), std::memory_order_relaxed);
     }
   }
 
@@ -235,8 +247,9 @@ struct Connection::Impl {
         return {};
       }
       in_len += static_cast<size_t>(rc);
-      last_receive = Clock::now();
+      owner->bytes_received_.fetch_add(static_cast<uint64_t>(rc), std::memory_order_relaxed);
       if (auto st = dispatch_complete_packets(); !st) return st;
+      heard(Clock::now());
     }
   }
 
@@ -269,39 +282,41 @@ struct Connection::Impl {
     auto reply = sftp::parse_reply(packet);
     if (!reply) return Error::protocol_error("malformed reply to request " + std::to_string(*id) + ": " + reply.error().message);
     ReplyCallback cb = std::move(it->second.on_reply);
+    if (it->second.measures_rtt) {
+      auto sample = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - it->second.sent).count();
+      uint64_t old = owner->rtt_us_.load(std::memory_order_relaxed);
+      owner->rtt_us_.store(old == 0 ? uint64_t(sample) : (old * 7 + uint64_t(sample)) / 8, std::memory_order_relaxed);
+    }
     in_flight.erase(it);
     owner->outstanding_.fetch_sub(1);
     cb(std::move(reply));
     return {};
   }
 
-  // Times out overdue requests. When the server has sent nothing at all since an overdue request was
-  // written (not even a keepalive reply, which sshd sends while sftp-server is busy), the link or the
-  // server is dead: the connection fails first, so every caller that sees its error also sees the
-  // connection down, and fail_all completes everything.
+  // The server said something (a reply, a keepalive answer): whatever is still owed is owed from now.
+  void heard(Clock::time_point now) {
+    last_receive = now;
+    owed_since = in_flight.empty() ? Clock::time_point{} : now;
+  }
+
+  // Fails a dead link, then times out overdue requests of a live but slow server. A link is dead when
+  // something is owed and nothing at all came back for liveness.dead_after: measured from when we began
+  // waiting, never from the last reply, so a request after a long idle time is not mistaken for a
+  // dead link (the cause of "idle 75 s, then every call fails").
   Status expire(Clock::time_point now) {
-    bool any_overdue = false, silent_since_sent = false;
-    for (const auto& [id, request] : in_flight) {
-      if (request.deadline <= now) {
-        any_overdue = true;
-        silent_since_sent |= last_receive < request.sent;
-      }
-    }
-    if (silent_since_sent || (!in_flight.empty() && now - last_receive > options.request_timeout))
-      return Error::timed_out("the server has not answered for " +
-                              std::to_string(std::chrono::duration_cast<std::chrono::seconds>(now - last_receive).count()) + " s");
-    const auto interval = session->options().server_alive_interval;
-    if (interval.count() > 0) {
-      auto silent_for = now - last_receive;
-      if (silent_for > interval * std::max(1, session->options().server_alive_count_max) + interval)
-        return Error::timed_out("the server did not answer keepalives for " +
-                                std::to_string(std::chrono::duration_cast<std::chrono::seconds>(silent_for).count()) + " s");
-    }
+    if (owed_since != Clock::time_point{} && now - owed_since >= liveness.dead_after)
+      return Error::timed_out("the server has not answered anything for " +
+                              std::to_string(std::chrono::duration_cast<std::chrono::seconds>(now - owed_since).count()) +
+                              " s (link dead?)");
+    // Only a server that has spoken since a request went out is slow rather than gone: a silent
+    // link is left to the rule above.
+    bool any_overdue = false;
+    for (const auto& [id, request] : in_flight) any_overdue |= request.deadline <= now && last_receive >= request.sent;
     if (!any_overdue) return {};
     // The server is alive but slow on these: they alone time out; a late reply to them is dropped.
     std::vector<ReplyCallback> overdue;
     for (auto it = in_flight.begin(); it != in_flight.end();) {
-      if (it->second.deadline <= now) {
+      if (it->second.deadline <= now && last_receive >= it->second.sent) {
         overdue.push_back(std::move(it->second.on_reply));
         expired_ids.insert(it->first);
         it = in_flight.erase(it);
@@ -315,7 +330,7 @@ struct Connection::Impl {
   }
 
   Clock::time_point next_wakeup(Clock::time_point now) const {
-    auto wakeup = now + std::chrono::seconds(1);  // also bounds how late a keepalive check can be
+    auto wakeup = now + std::chrono::milliseconds(250);  // also bounds how late a liveness check can be
     for (const auto& [id, request] : in_flight) wakeup = std::min(wakeup, request.deadline);
     return wakeup;
   }
@@ -331,28 +346,23 @@ struct Connection::Impl {
     }
     auto now = Clock::now();
     if (auto st = expire(now); !st) return st;
-    // Only with nothing half-sent and nothing queued: a keepalive must never interleave with a batch.
-    const auto interval = keepalive_interval();
-    if (pending == Pending::none && out_pos == out.size() && interval.count() > 0 && now - last_keepalive >= interval) {
-      int seconds_to_next = 0;
-      libssh2_keepalive_send(session->raw(), &seconds_to_next);
-      last_keepalive = now;
-    }
+    probe_if_silent(now);
     return {};
   }
 
-  // ServerAliveInterval when set. While requests wait, probe at least four times per request timeout
-  // anyway: sshd answers keepalives even while sftp-server is busy (a long copy-data), so a live server
-  // keeps `last_receive` fresh and only a dead link trips the silence check in expire(). libssh2 sends
-  // at most one keepalive per 2 s (kMinKeepalive), so a request timeout under ~4 s may take a merely
-  // slow server for a dead one: the safe side.
-  std::chrono::milliseconds keepalive_interval() const {
-    std::chrono::milliseconds interval = session->options().server_alive_interval;
-    if (!in_flight.empty()) {
-      auto probe = std::max<std::chrono::milliseconds>(options.request_timeout / 4, kMinKeepalive);
-      if (interval.count() == 0 || probe < interval) interval = probe;
-    }
-    return interval;
+  // A keepalive (answered by sshd itself, even while sftp-server is busy) after a silence: only with
+  // nothing half-sent, nothing queued and room in the socket, so the small probe goes out whole and
+  // never interleaves with a batch.
+  void probe_if_silent(Clock::time_point now) {
+    const auto interval = in_flight.empty() ? liveness.idle_probe : liveness.busy_probe;
+    if (now - std::max(last_receive, last_probe) < interval) return;
+    if (pending != Pending::none || out_pos != out.size()) return;
+    pollfd room{session->socket_fd(), POLLOUT, 0};
+    if (::poll(&room, 1, 0) != 1 || !(room.revents & POLLOUT)) return;
+    int seconds_to_next = 0;
+    if (libssh2_keepalive_send(session->raw(), &seconds_to_next) != 0) return;
+    last_probe = now;
+    if (owed_since == Clock::time_point{}) owed_since = now;
   }
 
   Status wait_for_io() {
@@ -364,7 +374,7 @@ struct Connection::Impl {
     int ready = ::poll(fds, 2, static_cast<int>(std::clamp<long long>(wait, 0, 1000)));
     if (ready < 0 && errno != EINTR) return Error::transport_error(std::string("poll failed: ") + std::strerror(errno));
     // A hang-up with data still readable is read first; libssh2 then reports the precise error.
-    if (fds[0].revents & POLLIN) last_receive = Clock::now();
+    if (fds[0].revents & POLLIN) heard(Clock::now());
     if ((fds[0].revents & (POLLERR | POLLHUP)) && !(fds[0].revents & POLLIN))
       return Error::transport_error("the connection to the server was closed");
     if (fds[1].revents & POLLIN) {
@@ -395,11 +405,15 @@ struct Connection::Impl {
         else failure_reason = closed.message;
       }
       owner->failed_.store(true);
-      fail_all(closed);
+      fail_all(Error::disconnected_error(closed.message));
       return;
     }
     Error failure = result.take_error();
     mark_failed(failure.message);
+    if (options.on_failure) options.on_failure(failure.message);
+    // A malformed reply keeps its kind (a misbehaving server is not retried blindly); anything else
+    // is a dropped link: the requests may or may not have run.
+    if (failure.kind != Error::Kind::protocol) failure = Error::disconnected_error(failure.message);
     fail_all(failure);
   }
 };
@@ -465,8 +479,9 @@ Result<std::unique_ptr<Connection>> Connection::open(const ssh::SessionOptions& 
   if (impl->wake_fd < 0) return Error::errno_error(errno, "eventfd failed");
   impl->session = std::move(*session);
   impl->channel = std::move(*channel);
+  impl->liveness = Liveness::of(ssh_options, options);
   libssh2_session_set_blocking(impl->session->raw(), 0);
-  // Let our loop decide when to probe (keepalive_interval()); libssh2 only rate-limits at this floor.
+  // Our loop decides when to probe (probe_if_silent); libssh2 only rate-limits at this floor.
   libssh2_keepalive_config(impl->session->raw(), 1, static_cast<unsigned>(kMinKeepalive.count()));
 
   std::unique_ptr<Connection> connection(new Connection(std::move(impl)));
@@ -484,9 +499,11 @@ Connection::~Connection() {
     impl_->stopping = true;
   }
   impl_->wake();
-  if (impl_->thread.joinable()) impl_->thread.join();
+  wait_stopped();
   // The thread completed everything it knew of; a submit that raced with the stop is completed here.
-  impl_->fail_all(Error::transport_error("the connection was closed"));
+  impl_->fail_all(Error::disconnected_error("the connection was closed"));
+  // A failed link gets no goodbye: cut the socket so libssh2's close returns at once.
+  if (failed_.load()) ::shutdown(impl_->session->socket_fd(), SHUT_RDWR);
   // Close politely but briefly: a dead server must not hold up an unmount.
   LIBSSH2_SESSION* raw = impl_->session->raw();
   libssh2_session_set_blocking(raw, 1);
@@ -508,7 +525,7 @@ void Connection::submit(sftp::Bytes packet, ReplyCallback on_reply, Clock::time_
       return;
     }
   }
-  on_reply(Error::transport_error("not connected: " + failure()));
+  on_reply(Error::disconnected_error("not connected: " + failure()));
 }
 
 const ssh::SessionInfo& Connection::session_info() const { return impl_->session->info(); }
@@ -516,6 +533,26 @@ const ssh::SessionInfo& Connection::session_info() const { return impl_->session
 std::string Connection::failure() const {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   return impl_->failure_reason;
+}
+
+void Connection::cut() { ::shutdown(impl_->session->socket_fd(), SHUT_RDWR); }
+
+void Connection::wait_stopped() {
+  std::lock_guard<std::mutex> lock(impl_->join_mutex);
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+Liveness Liveness::of(const ssh::SessionOptions& ssh_options, const ConnectionOptions& options) {
+  using std::chrono::milliseconds;
+  const milliseconds interval = ssh_options.server_alive_interval;
+  if (interval.count() > 0) {
+    const int count = std::max(1, ssh_options.server_alive_count_max);
+    return {interval, interval, interval * count};
+  }
+  // A short request timeout asks for quick answers: the link is also declared dead sooner.
+  const milliseconds busy = std::clamp<milliseconds>(options.request_timeout / 4, kMinKeepalive, milliseconds(5000));
+  const milliseconds dead = std::clamp<milliseconds>(options.request_timeout, 2 * busy, milliseconds(15000));
+  return {busy, milliseconds(15000), dead};
 }
 
 void Connection::fail(std::string reason) {

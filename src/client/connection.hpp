@@ -2,9 +2,10 @@
 // Any thread submits a request with a completion callback; the I/O thread writes it, matches the reply
 // by id and runs the callback. Hundreds of requests can be in flight.
 //
-// Failure: when the session breaks (socket error, malformed packet, keepalive or deadline expiry), every
-// pending and queued request completes with an error at once; later submits complete with an error at
-// once. No caller ever waits forever: each request has a deadline.
+// Failure: when the session breaks (socket error, EOF, malformed packet, a link that stops answering),
+// every pending and queued request completes with an error at once (Error::Kind::disconnected, or
+// protocol for a malformed reply); later submits complete with an error at once. No caller ever waits
+// forever: each request has a deadline. A Connection never comes back; client::Link replaces it.
 #pragma once
 
 #include <atomic>
@@ -35,6 +36,22 @@ struct ConnectionOptions {
   // Never more than this per READ/WRITE, whatever the server says: one request must fit a packet
   // libssh2 accepts and the server's max packet.
   uint32_t max_io_size = 255 * 1024;
+  // Called once, on the I/O thread, when the connection fails (not when it is closed by its owner),
+  // before the pending requests complete: lets the owner start replacing it at once, idle or not.
+  std::function<void(const std::string& reason)> on_failure;
+};
+
+// When a silent link is probed and when it is declared dead. "Owed" starts at the first request or
+// probe sent after the server last spoke; the link is dead when nothing at all has come back for
+// dead_after since then. Silence while nothing is owed (an idle mount) is never death by itself.
+struct Liveness {
+  std::chrono::milliseconds busy_probe;  // probe after this much silence while requests wait
+  std::chrono::milliseconds idle_probe;  // probe after this much silence while idle
+  std::chrono::milliseconds dead_after;  // owed and silent this long: dead
+  // ServerAliveInterval=N, ServerAliveCountMax=C: probe every N s, dead after N x C s. Unset: probe
+  // after 5 s of waiting or 15 s idle; dead after 15 s (a request_timeout under 20 s shortens both:
+  // probe after a quarter of it, at least 2 s; dead after it, at least two probes).
+  static Liveness of(const ssh::SessionOptions& ssh_options, const ConnectionOptions& options);
 };
 
 // What INIT and limits@openssh.com told us.
@@ -75,6 +92,15 @@ class Connection {
   size_t outstanding() const { return outstanding_.load(); }
   // Fails the connection as if the network had dropped (used by shutdown and by tests).
   void fail(std::string reason);
+  // Cuts the TCP connection under libssh2 (as a network drop would); the I/O thread notices at once.
+  void cut();
+  // Waits until the I/O thread has ended (after a failure), so every callback it owed has run.
+  void wait_stopped();
+
+  // Statistics for --status.
+  uint64_t bytes_sent() const { return bytes_sent_.load(std::memory_order_relaxed); }
+  uint64_t bytes_received() const { return bytes_received_.load(std::memory_order_relaxed); }
+  std::chrono::microseconds rtt() const { return std::chrono::microseconds(rtt_us_.load(std::memory_order_relaxed)); }
 
   struct Impl;
 
@@ -84,6 +110,7 @@ class Connection {
   ServerFeatures features_;
   std::atomic<bool> failed_{false};
   std::atomic<size_t> outstanding_{0};
+  std::atomic<uint64_t> bytes_sent_{0}, bytes_received_{0}, rtt_us_{0};
   friend struct Impl;
 };
 

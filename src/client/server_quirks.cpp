@@ -153,4 +153,8 @@ void ServerQuirks::undo_reversed(Send send, std::string target, std::string link
   });
 }
 
+bool server_makes_symlink_targets_absolute(const std::string& remote_banner) {
+  return remote_banner.rfind("SSH-2.0-mod_sftp", 0) == 0;
+}
+
 }  // namespace sftpfs::client

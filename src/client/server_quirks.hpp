@@ -43,4 +43,9 @@ class ServerQuirks {
   std::atomic<int> symlink_order_{0};
 };
 
+// proftpd's mod_sftp (banner "SSH-2.0-mod_sftp") answers READLINK with an absolute path inside its
+// chroot, whatever the link holds (`/dir/tgt` for a link made as `tgt`): such targets resolve through
+// the mount only when shown relative, so transform_symlinks is on by default for it.
+bool server_makes_symlink_targets_absolute(const std::string& remote_banner);
+
 }  // namespace sftpfs::client

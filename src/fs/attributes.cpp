@@ -101,8 +101,22 @@ void Filesystem::Impl::node_attrs(Ino ino, const fuse_file_info* fi, client::Cal
 }
 
 void Filesystem::Impl::getattr(fuse_req_t req, Ino ino, fuse_file_info* fi) {
+  // `ls -d` of the mount point and shells that stat it must not hang while the server is unreachable:
+  // its attributes as last seen.
+  if (ino == FUSE_ROOT_ID && !client->alive()) {
+    std::unique_lock lock(last_known_mutex);
+    if (last_root_attrs) {
+      sftp::Attrs attrs = *last_root_attrs;
+      lock.unlock();
+      return reply_attr(req, ino, attrs);
+    }
+  }
   node_attrs(ino, fi, [this, req, ino](Result<sftp::Attrs> r) {
     if (!r) return reply_error(req, r.error());
+    if (ino == FUSE_ROOT_ID) {
+      std::lock_guard lock(last_known_mutex);
+      last_root_attrs = *r;
+    }
     reply_attr(req, ino, *r);
   });
 }
@@ -290,6 +304,14 @@ void Filesystem::Impl::statfs(fuse_req_t req, Ino) {
     fuse_reply_statfs(req, &st);
   };
   if (!client->features().has(sftp::kExtStatvfs)) return defaults();
+  if (!client->alive()) {  // df must not hang while the server is unreachable: the last numbers
+    std::unique_lock lock(last_known_mutex);
+    if (last_statvfs) {
+      struct statvfs st = *last_statvfs;
+      lock.unlock();
+      return (void)fuse_reply_statfs(req, &st);
+    }
+  }
   client->statvfs(opt.remote_root, tracked([this, req, defaults](Result<sftp::Statvfs> r) {
     if (!r) {
       if (r.error().kind == Error::Kind::unsupported || is_status(r.error(), sftp::SSH_FX_OP_UNSUPPORTED)) {
@@ -308,6 +330,10 @@ void Filesystem::Impl::statfs(fuse_req_t req, Ino) {
     st.f_favail = r->favail;
     st.f_fsid = r->fsid;
     st.f_namemax = r->namemax != 0 ? std::min<uint64_t>(r->namemax, kNameMax) : kNameMax;
+    {
+      std::lock_guard lock(last_known_mutex);
+      last_statvfs = st;
+    }
     fuse_reply_statfs(req, &st);
   }));
 }

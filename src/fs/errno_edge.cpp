@@ -20,6 +20,8 @@ int errno_edge(const Error& error) {
     case Error::Kind::auth: return EACCES;
     case Error::Kind::local: return error.code > 0 ? static_cast<int>(error.code) : EIO;
     case Error::Kind::unsupported: return EOPNOTSUPP;
+    case Error::Kind::disconnected: return ENOTCONN;  // dropped, and reconnect is off or gave up
+    case Error::Kind::unreachable: return EIO;        // waited reconnect_wait for the server in vain
   }
   return EIO;
 }

@@ -34,7 +34,7 @@ void Filesystem::Impl::read_segment(const std::shared_ptr<FileHandle>& h, uint64
   if (off >= kStripeAfter && !h->stripes_requested.exchange(true)) {
     for (size_t i = 1; i < connections; ++i) {
       size_t index = (h->remote->connection + i) % connections;
-      client->open_on(index, h->remote->path, sftp::SSH_FXF_READ, sftp::Attrs{},
+      client->open_on(index, h->remote->path(), sftp::SSH_FXF_READ, sftp::Attrs{},
                       tracked([this, h](Result<client::FileRef> r) {
                         if (!r) return;  // the stream goes on over the first connection
                         bool keep = false;
@@ -151,7 +151,7 @@ void Filesystem::Impl::finish_open(fuse_req_t req, Ino ino, fuse_file_info* fi, 
   auto handle = std::make_shared<FileHandle>(ino, remote, writable, append);
   handle->append_offset = size;
   handle->verify_size = writable && !(fi->flags & O_TRUNC) && !entry_attrs;  // entry_attrs: created
-  std::string path = remote->path;
+  std::string path = remote->path();
   const bool readable = (fi->flags & O_ACCMODE) != O_WRONLY;
   if (fi->flags & O_TRUNC) {
     data_changed(ino);  // other handles' prefetched bytes are gone
@@ -396,7 +396,7 @@ void Filesystem::Impl::copy_file_range(fuse_req_t req, fuse_file_info* fi_in, of
   // Inside one file: OpenSSH refuses copy-data between one handle, or two opened by one name (FAILURE).
   // EOPNOTSUPP makes the kernel copy this range through read and write (ENOSYS would turn server-side
   // copies off for the whole mount).
-  if (in->ino == out->ino || in->remote->path == out->remote->path) return (void)fuse_reply_err(req, EOPNOTSUPP);
+  if (in->ino == out->ino || in->remote->path() == out->remote->path()) return (void)fuse_reply_err(req, EOPNOTSUPP);
   if (len == 0) return (void)fuse_reply_write(req, 0);
   // Both files' writes (on every connection, through every handle) must be on the server before it copies.
   when_inode_drained(in->ino, [this, req, in, out, off_in, off_out, len] {

@@ -239,8 +239,7 @@ Filesystem::~Filesystem() {
     fs.mounted = false;
   }
   // Callbacks still in flight reference the Impl (and may reply through the session).
-  fs.stopping = true;
-  fs.wait_for_calls();
+  fs.finish_calls();
   if (fs.session) fuse_session_destroy(fs.session);
   fs.session = nullptr;
 }
@@ -325,8 +324,7 @@ int Filesystem::serve() {
   }
   fuse_session_unmount(fs.session);
   fs.mounted = false;
-  fs.stopping = true;
-  fs.wait_for_calls();
+  fs.finish_calls();
   LOG_INFO("unmounted %s", fs.mountpoint.c_str());
   return rc == 0 ? 0 : 1;
 }

@@ -28,6 +28,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <ctime>
+#include <optional>
 #include <unordered_map>
 
 #include "fs/attr_map.hpp"
@@ -62,6 +63,9 @@ constexpr int kReaddirGrowth = 2;
 constexpr int kReaddirMaxInFlight = 64;
 // NAME_MAX: longer names are refused before anything is sent.
 constexpr size_t kNameMax = 255;
+// How long an unmount lets outstanding calls finish before stopping the client (which fails them).
+constexpr std::chrono::seconds kUnmountGraceConnected{10};
+constexpr std::chrono::seconds kUnmountGraceDisconnected{1};
 // d_ino for a plain READDIR entry that has no node yet (as libfuse's high-level API uses).
 constexpr ino_t kUnknownIno = 0xffffffff;
 // Largest WRITE the kernel sends us; the client splits it into pipelined SFTP WRITEs.
@@ -160,6 +164,16 @@ struct Filesystem::Impl {
     if (--calls == 0) calls_cv.notify_all();
   }
   void wait_for_calls();
+  // At unmount: waits for outstanding calls (writes still going out) a while, longer while the server
+  // is reachable; then stops the client, which fails whatever still waits for a reconnect, and waits
+  // for the rest. So an unmount is prompt in every state of the connection.
+  void finish_calls();
+  bool wait_for_calls_until(std::chrono::steady_clock::time_point deadline);
+
+  // What the mount point and df show while the server is unreachable (never a hang): last known.
+  std::mutex last_known_mutex;  // leaf
+  std::optional<sftp::Attrs> last_root_attrs;
+  std::optional<struct statvfs> last_statvfs;
   // Unmounted: listings stop fetching (one being read ahead could otherwise hold up the exit for as
   // long as the server keeps sending names).
   std::atomic<bool> stopping{false};

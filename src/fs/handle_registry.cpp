@@ -10,6 +10,21 @@ void Filesystem::Impl::wait_for_calls() {
   calls_cv.wait(lock, [&] { return calls == 0; });
 }
 
+bool Filesystem::Impl::wait_for_calls_until(std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock lock(calls_mutex);
+  return calls_cv.wait_until(lock, deadline, [&] { return calls == 0; });
+}
+
+void Filesystem::Impl::finish_calls() {
+  stopping = true;
+  // Writes of files just closed may still be going out: let them finish while the server answers.
+  const auto grace = client->alive() ? kUnmountGraceConnected : kUnmountGraceDisconnected;
+  if (!wait_for_calls_until(std::chrono::steady_clock::now() + grace))
+    LOG_WARN("unmounting with requests still outstanding; they fail now");
+  client->shutdown();
+  wait_for_calls();
+}
+
 uint64_t Filesystem::Impl::register_handle(std::shared_ptr<HandleBase> h, Ino ino) {
   HandleBase* raw = h.get();
   std::lock_guard lock(handles_mutex);
@@ -68,7 +83,7 @@ std::vector<std::shared_ptr<FileHandle>> Filesystem::Impl::files_of(Ino ino) {
 
 void Filesystem::Impl::close_quietly(const client::FileRef& file) {
   if (!file) return;
-  client->close(file, tracked([path = file->path](Status s) {
+  client->close(file, tracked([path = file->path()](Status s) {
     if (!s) LOG_DEBUG("close of %s failed: %s", path.c_str(), s.error().message.c_str());
   }));
 }

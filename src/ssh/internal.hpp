@@ -25,8 +25,8 @@ using Clock = std::chrono::steady_clock;
 // spends answering a prompt is not counted against it (pause/resume).
 class IoWaiter {
  public:
-  IoWaiter(LIBSSH2_SESSION* session, int fd, Clock::time_point deadline)
-      : session_(session), fd_(fd), deadline_(deadline) {}
+  IoWaiter(LIBSSH2_SESSION* session, int fd, Clock::time_point deadline, const std::atomic<bool>* cancel = nullptr)
+      : session_(session), fd_(fd), deadline_(deadline), cancel_(cancel) {}
 
   // Calls `call` until it returns something other than LIBSSH2_ERROR_EAGAIN; returns that, or
   // LIBSSH2_ERROR_TIMEOUT when the deadline passes first.
@@ -62,6 +62,7 @@ class IoWaiter {
   LIBSSH2_SESSION* session_;
   int fd_;
   Clock::time_point deadline_;
+  const std::atomic<bool>* cancel_;  // set: give up as if the deadline had passed
   std::optional<Clock::time_point> paused_at_;
 };
 
@@ -77,7 +78,8 @@ std::string home_dir();
 std::string local_user_name();
 
 // Opens a TCP connection (blocking up to `deadline`), with TCP_NODELAY, the socket left non-blocking.
-Result<int> tcp_connect(const std::string& host, uint16_t port, Clock::time_point deadline);
+Result<int> tcp_connect(const std::string& host, uint16_t port, Clock::time_point deadline,
+                        const std::atomic<bool>* cancel = nullptr);
 
 // The message for a failed libssh2_session_handshake: says when the other end is not an SSH server.
 std::string handshake_failure(LIBSSH2_SESSION* session, const std::string& target, uint16_t port);

@@ -174,7 +174,7 @@ Status KnownHosts::verify(std::vector<std::string>& warnings, bool* disable_inte
         ". Someone could be eavesdropping on you (man-in-the-middle), or the host key was just changed. "
         "If you are sure the new key is right, remove the old entry with: ssh-keygen -f '" +
         mismatch_file->path + "' -R '" + lookup_name_ + "'";
-    if (options_.strict_host_key_checking != StrictHostKeyChecking::no) return Error::auth_error(message);
+    if (options_.strict_host_key_checking != StrictHostKeyChecking::no) return host_key_refused(message);
     warnings.push_back(message + " (continuing because StrictHostKeyChecking=no; password and "
                                  "keyboard-interactive authentication are disabled)");
     *disable_interactive_auth = true;
@@ -184,7 +184,7 @@ Status KnownHosts::verify(std::vector<std::string>& warnings, bool* disable_inte
   if (options_.strict_host_key_checking == StrictHostKeyChecking::yes) {
     std::string files;
     for (const auto& f : files_) files += (files.empty() ? "" : ", ") + f.path;
-    return Error::auth_error("the host key of " + lookup_name_ + " is not known (" + shown + "; looked in " + files +
+    return host_key_refused("the host key of " + lookup_name_ + " is not known (" + shown + "; looked in " + files +
                              "). Verify the fingerprint, then either run 'ssh " +
                              (options_.port != 22 ? "-p " + std::to_string(options_.port) + " " : "") +
                              options_.host + "' once to accept it, or connect with -o StrictHostKeyChecking=accept-new");

@@ -9,6 +9,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -148,6 +149,35 @@ SecretPrompt make_interactive_prompt() {
     }
     return std::nullopt;
   };
+}
+
+RememberedSecrets::~RememberedSecrets() {
+  for (auto& [prompt, answer] : answers_) OPENSSL_cleanse(answer.data(), answer.size());
+}
+
+SecretPrompt RememberedSecrets::prompt() {
+  return [this](const std::string& prompt, bool echo) { return answer(prompt, echo); };
+}
+
+void RememberedSecrets::stop_asking() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  asking_ = false;
+}
+
+std::optional<std::string> RememberedSecrets::answer(const std::string& prompt, bool echo) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto known = std::find_if(answers_.begin(), answers_.end(), [&](const auto& a) { return a.first == prompt; });
+  if (!asking_) return known == answers_.end() ? std::nullopt : std::optional<std::string>(known->second);
+  // At mount time a person answers every prompt (a wrong passphrase is asked again): keep the last.
+  auto answer = ask_ ? ask_(prompt, echo) : std::nullopt;
+  if (!answer) return answer;
+  if (known != answers_.end()) {
+    OPENSSL_cleanse(known->second.data(), known->second.size());
+    known->second = *answer;
+  } else {
+    answers_.emplace_back(prompt, *answer);
+  }
+  return answer;
 }
 
 }  // namespace sftpfs::ssh

@@ -11,6 +11,16 @@
 
 namespace sftpfs::ssh {
 
+namespace {
+constexpr uint32_t kHostKeyRefusedCode = 2;  // Error::code of an auth error; 1 is a wrong passphrase
+}
+
+Error host_key_refused(std::string message) { return Error{Error::Kind::auth, kHostKeyRefusedCode, std::move(message)}; }
+bool is_host_key_refused(const Error& error) {
+  return error.kind == Error::Kind::auth && error.code == kHostKeyRefusedCode;
+}
+
+
 using detail::Clock;
 
 void global_init() {
@@ -123,7 +133,7 @@ Result<std::unique_ptr<Session>> Session::connect(const SessionOptions& given) {
   if (!proxy) return proxy.take_error();
   self->proxy_ = std::move(*proxy);
   if (!self->proxy_) {
-    auto fd = detail::tcp_connect(options.host, options.port, deadline);
+    auto fd = detail::tcp_connect(options.host, options.port, deadline, options.cancel.get());
     if (!fd) return fd.take_error();
     self->fd_ = *fd;
   }
@@ -140,7 +150,7 @@ Result<std::unique_ptr<Session>> Session::connect(const SessionOptions& given) {
   detail::KnownHosts known_hosts(s, options);
   if (auto st = set_method_preferences(s, options, known_hosts.recorded_key_methods()); !st) return st.take_error();
 
-  detail::IoWaiter io(s, self->fd_, deadline);
+  detail::IoWaiter io(s, self->fd_, deadline, options.cancel.get());
   int rc = io.run([&] { return libssh2_session_handshake(s, self->fd_); });
   if (rc != 0 && self->proxy_) {
     // A proxy that could not reach the server (or failed to start) usually exits: say so, not "banner".
@@ -191,7 +201,7 @@ Result<std::unique_ptr<Session>> Session::connect(const SessionOptions& given) {
 
 Result<ChannelPtr> Session::open_sftp_channel(uint32_t window_size) {
   const auto deadline = Clock::now() + options_.connect_timeout;
-  detail::IoWaiter io(session_, fd_, deadline);
+  detail::IoWaiter io(session_, fd_, deadline, options_.cancel.get());
   if (window_size < 32768) window_size = 32768;
   LIBSSH2_CHANNEL* raw_channel = io.run_ptr<LIBSSH2_CHANNEL>([&] {
     return libssh2_channel_open_ex(session_, "session", sizeof("session") - 1, window_size,

@@ -6,6 +6,7 @@
 // non-blocking mode and is its only user.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -78,6 +79,8 @@ struct SessionOptions {
   std::string proxy_jump;
   std::string ssh_config_file;                 // -F FILE given to sftpfs: passed on to the jump ssh
   std::vector<std::string> proxy_jump_options;  // "Key=Value" passed to the jump ssh as -o (e.g. BatchMode=yes)
+  // Set (by another thread) to abandon a connect in progress within ~200 ms: unmount while reconnecting.
+  std::shared_ptr<const std::atomic<bool>> cancel;
   // Debug trace of connect steps (never secrets); may be empty.
   std::function<void(const std::string&)> debug;
 };
@@ -129,6 +132,11 @@ class Session {
   SessionInfo info_;
   SessionOptions options_;
 };
+
+// The host key did not match known_hosts (or is unknown under StrictHostKeyChecking=yes): a reconnect
+// must stop rather than try again.
+Error host_key_refused(std::string message);
+bool is_host_key_refused(const Error& error);
 
 // libssh2_init is not thread-safe: call this once from main before any thread starts. Idempotent.
 void global_init();

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -26,6 +27,10 @@ int remaining_ms(Clock::time_point deadline) {
   return left > 1000000 ? 1000000 : static_cast<int>(left);
 }
 
+// Waits are cut into slices this long, so a cancel (unmount during a reconnect) is seen promptly.
+constexpr int kCancelSliceMs = 200;
+bool cancelled(const std::atomic<bool>* cancel) { return cancel && cancel->load(); }
+
 std::string address_text(const sockaddr* addr) {
   char buf[INET6_ADDRSTRLEN] = {};
   if (addr->sa_family == AF_INET6) {
@@ -37,7 +42,8 @@ std::string address_text(const sockaddr* addr) {
 }
 
 // One attempt on one address; returns the connected fd or sets `why` (and `refused` for ECONNREFUSED).
-int connect_one(const addrinfo* ai, Clock::time_point deadline, std::string& why, bool& timed_out, bool& refused) {
+int connect_one(const addrinfo* ai, Clock::time_point deadline, const std::atomic<bool>* cancel, std::string& why,
+                bool& timed_out, bool& refused) {
   int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
   if (fd < 0) {
     why = std::strerror(errno);
@@ -51,9 +57,10 @@ int connect_one(const addrinfo* ai, Clock::time_point deadline, std::string& why
   }
   for (;;) {
     pollfd pfd{fd, POLLOUT, 0};
-    int ms = remaining_ms(deadline);
-    int n = ms == 0 ? 0 : ::poll(&pfd, 1, ms);
+    int ms = std::min(remaining_ms(deadline), kCancelSliceMs);
+    int n = ms == 0 || cancelled(cancel) ? 0 : ::poll(&pfd, 1, ms);
     if (n < 0 && errno == EINTR) continue;
+    if (n == 0 && !cancelled(cancel) && remaining_ms(deadline) > 0) continue;
     if (n <= 0) {
       why = "timed out";
       timed_out = true;
@@ -86,7 +93,8 @@ std::string printable(std::string_view text) {
 
 }  // namespace
 
-Result<int> tcp_connect(const std::string& host, uint16_t port, Clock::time_point deadline) {
+Result<int> tcp_connect(const std::string& host, uint16_t port, Clock::time_point deadline,
+                        const std::atomic<bool>* cancel) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -113,7 +121,7 @@ Result<int> tcp_connect(const std::string& host, uint16_t port, Clock::time_poin
     }
     std::string why;
     bool refused = false;
-    int fd = connect_one(ai, deadline, why, timed_out, refused);
+    int fd = connect_one(ai, deadline, cancel, why, timed_out, refused);
     if (fd >= 0) return fd;
     all_refused = all_refused && refused;
     if (!failures.empty()) failures += "; ";
@@ -154,8 +162,8 @@ std::string handshake_failure(LIBSSH2_SESSION* session, const std::string& targe
 
 bool IoWaiter::wait_socket() {
   for (;;) {
-    int ms = remaining_ms(deadline_);
-    if (ms == 0) return false;
+    int ms = std::min(remaining_ms(deadline_), kCancelSliceMs);
+    if (ms == 0 || cancelled(cancel_)) return false;
     int dirs = libssh2_session_block_directions(session_);
     pollfd pfd{fd_, 0, 0};
     if (dirs & LIBSSH2_SESSION_BLOCK_INBOUND) pfd.events |= POLLIN;

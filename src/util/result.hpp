@@ -18,6 +18,8 @@ struct Error {
     auth,         // authentication or host key refused
     local,        // a local failure; `code` is an errno value
     unsupported,  // the server lacks the extension or feature
+    disconnected, // the connection dropped before the reply; the request may or may not have run
+    unreachable,  // no connection could be had within the bound a call waits (reconnect_wait)
   };
   Kind kind = Kind::local;
   uint32_t code = 0;
@@ -30,6 +32,8 @@ struct Error {
   static Error auth_error(std::string msg) { return {Kind::auth, 0, std::move(msg)}; }
   static Error errno_error(int err, std::string msg) { return {Kind::local, static_cast<uint32_t>(err), std::move(msg)}; }
   static Error not_supported(std::string msg) { return {Kind::unsupported, 0, std::move(msg)}; }
+  static Error disconnected_error(std::string msg) { return {Kind::disconnected, 0, std::move(msg)}; }
+  static Error unreachable_error(std::string msg) { return {Kind::unreachable, 0, std::move(msg)}; }
 };
 
 // A value or an Error. Deliberately small: has_value/operator bool, value(), error().

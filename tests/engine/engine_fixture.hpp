@@ -28,10 +28,12 @@ class EngineTest : public ::testing::Test {
     server_.reset();
   }
 
-  client::Client& connect(size_t connections = 1, client::ConnectionOptions connection = {}) {
+  client::Client& connect(size_t connections = 1, client::ConnectionOptions connection = {},
+                          client::LinkOptions link = {}) {
     client::ClientOptions options;
     options.connections = connections;
     options.connection = connection;
+    options.link = link;
     auto client = client::Client::connect(session_options(*server_), options);
     if (!client) {
       ADD_FAILURE() << "connect failed: " << client.error().message;
@@ -39,6 +41,12 @@ class EngineTest : public ::testing::Test {
     }
     client_ = std::move(*client);
     return *client_;
+  }
+
+  static client::LinkOptions no_reconnect() {
+    client::LinkOptions link;
+    link.reconnect = false;
+    return link;
   }
 
   std::string path(const std::string& name) const { return dir_ + "/" + name; }

@@ -151,7 +151,7 @@ struct Completions {
 TEST_F(EngineTest, ServerKilledMidTransferFailsEveryPendingRequest) {
   client::ConnectionOptions options;
   options.request_timeout = 5s;
-  auto& c = connect(1, options);
+  auto& c = connect(1, options, no_reconnect());  // the failure itself, as a noreconnect mount sees it
   ASSERT_EQ(run_shell("head -c 64M /dev/zero > " + path("zeros")), 0);
   auto file = wait_for<FileRef>([&](auto cb) { c.open(path("zeros"), sftp::SSH_FXF_READ, {}, cb); });
   ASSERT_TRUE(file);
@@ -174,7 +174,7 @@ TEST_F(EngineTest, ServerKilledMidTransferFailsEveryPendingRequest) {
 TEST_F(EngineTest, FrozenServerFailsRequestsWithinTheirDeadline) {
   client::ConnectionOptions options;
   options.request_timeout = 2s;
-  auto& c = connect(1, options);
+  auto& c = connect(1, options, no_reconnect());
   ASSERT_TRUE(wait_for<sftp::Attrs>([&](auto cb) { c.stat(dir_, cb); }));
   server_->freeze_sessions();  // no FIN, no RST: as a black-holed network looks
   Completions completions(50);

@@ -77,7 +77,7 @@ def test_read_after_the_server_dies_is_an_error_not_a_short_file(own_server):
     remote.mkdir()
     size = 96 << 20
     make_file(remote / "big", size)
-    mnt = mount(remote, options=["request_timeout=3"])
+    mnt = mount(remote, options=["request_timeout=3", "noreconnect"])
     total = 0
     started = None
     with pytest.raises(OSError) as failure:
@@ -102,7 +102,7 @@ def test_frozen_server_fails_reads_within_the_request_timeout(own_server):
     remote = server.remote_base / "data"
     remote.mkdir()
     (remote / "small").write_bytes(b"x" * 1000)
-    mnt = mount(remote, options=["request_timeout=2", "cache=no"])
+    mnt = mount(remote, options=["request_timeout=2", "cache=no", "noreconnect"])
     assert (mnt / "small").read_bytes() == b"x" * 1000
     freeze_sessions(server)  # no FIN, no RST: as a black-holed network looks
     started = time.monotonic()
@@ -116,7 +116,7 @@ def test_writes_lost_with_the_server_fail_at_close(own_server):
     server, mount = own_server
     remote = server.remote_base / "data"
     remote.mkdir()
-    mnt = mount(remote, options=["request_timeout=2"])
+    mnt = mount(remote, options=["request_timeout=2", "noreconnect"])
     f = open(mnt / "out", "wb", buffering=0)
     try:
         f.write(b"a" * 4096)

@@ -211,7 +211,7 @@ def test_a_striped_write_that_loses_a_connection_fails_at_close(own_server):
     server, mount = own_server
     remote = server.remote_base / "data"
     remote.mkdir()
-    mnt = mount(remote, options=["max_conns=2", "request_timeout=5"])
+    mnt = mount(remote, options=["max_conns=2", "request_timeout=5", "noreconnect"])
     with open(mnt / "warm", "wb") as f:
         f.write(b"x")
     servers = sftp_server_pids(server)
@@ -233,6 +233,28 @@ def test_a_striped_write_that_loses_a_connection_fails_at_close(own_server):
     if failed_early is not None:
         assert failed_early.errno in FAILURE_ERRNOS, failed_early
     assert failure.value.errno in FAILURE_ERRNOS, failure.value
+
+
+def test_a_striped_write_that_loses_a_connection_is_replayed_with_reconnect(own_server):
+    """The same loss with reconnect on (the default): the connection is replaced, the file reopened,
+    the unconfirmed writes sent again, and the file ends byte-identical."""
+    server, mount = own_server
+    remote = server.remote_base / "data"
+    remote.mkdir()
+    mnt = mount(remote, options=["max_conns=2", "request_timeout=5"])
+    with open(mnt / "warm", "wb") as f:
+        f.write(b"x")
+    servers = sftp_server_pids(server)
+    assert len(servers) == 2, servers
+    h = hashlib.sha256()
+    with open(mnt / "out", "wb", buffering=0) as f:
+        for i in range(40):
+            block = os.urandom(MiB)
+            h.update(block)
+            f.write(block)
+            if i == 24:
+                os.kill(servers[1], signal.SIGKILL)  # one connection's server dies mid-stream
+    assert sha256_of(remote / "out") == h.hexdigest()
 
 
 def test_times_set_right_after_striped_writes_stick(mount, remote):

@@ -21,7 +21,9 @@ def status(mountpoint, user=None):
 
 
 def received_bytes(report: str) -> int:
-    return sum(int(n) for n in re.findall(r"received [^(]*\((\d+) bytes\)", report))
+    """Bytes received over every connection: "received 3.0 MiB (3145728 bytes)" or "received 603 bytes"."""
+    return sum(int(exact or small) for exact, small in
+               re.findall(r"received (?:[\d.]+ [KMGT]iB \((\d+) bytes\)|(\d+) bytes)", report))
 
 
 def test_status_of_a_mount(mount, remote):

@@ -228,7 +228,7 @@ TEST(SshfsOptions, Mapped) {
   auto cl = parse_ok({"h:", "/m", "-o",
                       "reconnect,password_stdin,max_conns=4,no_check_root,direct_io,max_read=65536,"
                       "follow_symlinks,disable_hardlink"});
-  EXPECT_TRUE(cl.reconnect);
+  EXPECT_TRUE(cl.client.link.reconnect);
   EXPECT_TRUE(cl.password_stdin);
   EXPECT_EQ(cl.client.connections, 4u);
   EXPECT_TRUE(cl.no_check_root);
