@@ -211,3 +211,21 @@ def test_100k_entry_directory(remote, mount, monkeypatch):
     # dropped by the trimmer's next pass (every 10 s); what stays is the inode table, one node per
     # entry the kernel still holds.
     measure("ls -l of 100,000 entries", pid, idle, load, settle_seconds=35)
+
+
+@pytest.mark.parametrize("budget", ["0", "1"])
+def test_writes_beyond_the_write_behind_budget_all_arrive(remote, mount, budget):
+    """Past the budget a write waits for its own reply instead of being acknowledged at once: with
+    a budget of 0 or 1 MiB, parallel writers still write every byte (the test build, for its checks)."""
+    mountpoint = mount(remote, options=[f"write_behind_budget={budget}"])
+    blocks = [os.urandom(MIB) for _ in range(4)]
+
+    def write_one(i):
+        with open(mountpoint / f"w{i}", "wb") as f:
+            for n in range(6):
+                f.write(blocks[(i + n) % 4])
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(write_one, range(8)))
+    for i in range(8):
+        assert (remote / f"w{i}").read_bytes() == b"".join(blocks[(i + n) % 4] for n in range(6))
