@@ -2,8 +2,8 @@
 // - tune_malloc(), once at start before any thread: glibc would otherwise make up to 8 arenas per
 //   core (one per busy thread) and keep every large buffer freed after a load (its mmap threshold
 //   grows to the largest freed block), so RSS stayed at 100 MB long after 64 readers had finished.
-// - IdleTrimmer: a thread that, every few seconds while the mount asks nothing of the server,
-//   drops expired cache entries and hands freed memory back to the kernel (malloc_trim).
+// - IdleTrimmer: a thread that, as soon as the mount goes quiet and every 10 s anyway, drops expired
+//   cache entries and hands freed memory back to the kernel (malloc_trim).
 #pragma once
 
 #include <chrono>
