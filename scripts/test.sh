@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what is needed, builds with ASan+UBSan, and runs every test:
+# Installs what is needed, builds with ASan+UBSan (and sftpfs alone in release, for the memory tests),
+# and runs every test:
 #   unit tests (codec, options, caches), transport and engine tests against a private sshd,
 #   filesystem tests through real FUSE mounts (the model-based random test among them, bounded by
 #   SFTPFS_MODEL_SECONDS per mode), and a bounded libFuzzer run on the reply decoder.
@@ -27,6 +28,17 @@ if ! { cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSFTPFS_SANITIZ
   echo "test.sh: the build failed" >&2
   exit 1
 fi
+
+# The memory tests (tests/fs/test_memory.py) measure the release binary: sanitizers multiply memory use.
+release=$root/build/release
+echo "== release build of sftpfs (for the memory tests) in $release"
+if ! { cmake -S . -B "$release" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$logs/cmake-release.log" 2>&1 &&
+       cmake --build "$release" -j2 --target sftpfs >"$logs/build-release.log" 2>&1; }; then
+  cat "$logs/cmake-release.log" "$logs/build-release.log" | grep -v '^\[' | tail -n 60
+  echo "test.sh: the release build failed" >&2
+  exit 1
+fi
+export SFTPFS_RELEASE_BIN=$release/sftpfs
 
 # Sanitizer reports fail the test that triggered them.
 export ASAN_OPTIONS=abort_on_error=1:detect_leaks=1:strict_string_checks=1

@@ -22,9 +22,11 @@
 #include <vector>
 
 #include "cli/daemon.hpp"
+#include "cli/memory.hpp"
 #include "cli/notify.hpp"
 #include "cli/options.hpp"
 #include "cli/probe.hpp"
+#include "cli/status.hpp"
 #include "cli/transfer.hpp"
 #include "client/client.hpp"
 #include "client/server_quirks.hpp"
@@ -112,6 +114,33 @@ Result<std::shared_ptr<client::Client>> connect(const ssh::SessionOptions& sessi
   return std::shared_ptr<client::Client>(std::move(*client));
 }
 
+// What /proc/mounts shows as the source: user@host:path as given.
+std::string default_fsname(const CommandLine& cl) {
+  return (cl.remote.user.empty() ? "" : cl.remote.user + "@") + bracketed(cl.remote.host) + ":" + cl.remote.path;
+}
+
+// Serves a mounted filesystem with its companions: the idle memory trimmer and the --status socket.
+int serve_mounted(fs::Filesystem& filesystem, const CommandLine& cl, const std::string& mountpoint) {
+  IdleTrimmer trimmer({[&filesystem] { return filesystem.activity(); },
+                       [&filesystem] { return filesystem.purge_caches(); }});
+  const auto mounted_at = std::chrono::system_clock::now();
+  const std::string source = cl.fs.fsname.empty() ? default_fsname(cl) : cl.fs.fsname;
+  auto status = StatusServer::start(mountpoint, [&filesystem, &mountpoint, &source, mounted_at] {
+    StatusSnapshot snapshot;
+    snapshot.mountpoint = mountpoint;
+    snapshot.source = source;
+    snapshot.pid = getpid();
+    snapshot.mounted_at = mounted_at;
+    snapshot.now = std::chrono::system_clock::now();
+    snapshot.client = filesystem.client()->status();
+    snapshot.fs = filesystem.stats();
+    snapshot.resident_bytes = resident_bytes();
+    return format_status(snapshot);
+  });
+  if (!status) LOG_WARN("sftpfs --status will not answer for this mount: %s", status.error().message.c_str());
+  return filesystem.serve();  // the status thread and the trimmer stop before the filesystem goes
+}
+
 // Everything of the mount that can fail before the filesystem serves. On success `filesystem` is
 // mounted; the caller detaches (if in the background) and serves.
 Status prepare_mount(const CommandLine& cl, const ssh::SessionOptions& session, const std::string& mountpoint,
@@ -145,9 +174,7 @@ Status prepare_mount(const CommandLine& cl, const ssh::SessionOptions& session, 
     LOG_INFO("%s reports symlink targets as absolute paths: showing those inside the mount relative "
              "(transform_symlinks; -o notransform_symlinks turns this off)", c.session_info().remote_banner.c_str());
   }
-  if (options.fsname.empty())
-    options.fsname = (cl.remote.user.empty() ? "" : cl.remote.user + "@") + bracketed(cl.remote.host) + ":" +
-                     cl.remote.path;
+  if (options.fsname.empty()) options.fsname = default_fsname(cl);
   options.local_uid = getuid();
   options.local_gid = getgid();
   if (options.idmap == fs::IdMap::user) {
@@ -194,7 +221,7 @@ int run_mount(const CommandLine& cl, const ssh::SessionOptions& session, ssh::Re
   }
   if (secrets) secrets->stop_asking();  // the terminal may go away; reconnects use what was typed
   if (!background) notify_systemd("READY=1");  // a Type=notify service runs sftpfs -f
-  return filesystem->serve();
+  return serve_mounted(*filesystem, cl, mountpoint);
 }
 
 int run_probe_mode(const CommandLine& cl, const ssh::SessionOptions& session) {
@@ -242,6 +269,8 @@ int run(int argc, char** argv) {
     return 0;
   }
 
+  if (cl.mode == Mode::status) return print_status(cl.mountpoint, std::cout, std::cerr);
+
   auto resolved = resolve_ssh_options(cl, current_ssh_environment(cl));
   if (!resolved) {
     print_error(resolved.error().message);
@@ -284,6 +313,8 @@ int run(int argc, char** argv) {
 int main(int argc, char** argv) {
   // Before anything else, and before any thread: libssh2_init is not thread-safe.
   sftpfs::ssh::global_init();
+  // Before any thread too: glibc reads the arena limit when a thread first allocates.
+  sftpfs::cli::tune_malloc();
   // A closed pipe or socket is an error value, never a process-killing signal.
   std::signal(SIGPIPE, SIG_IGN);
   sftpfs::fs::route_fuse_log();

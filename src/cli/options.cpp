@@ -380,12 +380,20 @@ const OptionSpec kOptions[] = {
        s.cl.fs.prefetch_max_window = *n << 20;
        return {};
      }},
-    {"prefetch_budget", Takes::value, "sftpfs", "MiB: most all files read ahead together (default 256)",
+    {"prefetch_budget", Takes::value, "sftpfs", "MiB: most all files read ahead together (default 96)",
      [](ParseState& s, std::string_view name, std::string_view value) -> Status {
        auto n = parse_unsigned(name, value, 65536);
        if (!n) return n.take_error();
        s.cl.fs.prefetch_budget = *n << 20;
        if (*n == 0) s.cl.fs.prefetch = false;
+       return {};
+     }},
+    {"write_behind_budget", Takes::value, "sftpfs",
+     "MiB: most all files have written and not yet confirmed by the server (default 64; 0: every write waits)",
+     [](ParseState& s, std::string_view name, std::string_view value) -> Status {
+       auto n = parse_unsigned(name, value, 65536);
+       if (!n) return n.take_error();
+       s.cl.fs.write_behind_budget = *n << 20;
        return {};
      }},
     {"noreconnect", Takes::nothing, "sftpfs",
@@ -699,7 +707,8 @@ Result<CommandLine> parse_command_line(const std::vector<std::string>& args) {
       ("option,o", po::value<std::vector<std::string>>(), "options")
       ("probe", po::value<std::string>(), "probe a server")
       ("cat", po::value<std::string>(), "copy a remote file to stdout")
-      ("put", po::value<std::string>(), "copy stdin to a remote file");
+      ("put", po::value<std::string>(), "copy stdin to a remote file")
+      ("status", po::value<std::string>(), "print a running mount's status");
   po::options_description hidden;
   hidden.add_options()("positional", po::value<std::vector<std::string>>(), "");
   // clang-format on
@@ -745,11 +754,15 @@ Result<CommandLine> parse_command_line(const std::vector<std::string>& args) {
 
   std::vector<std::string> rest;
   if (vm.count("positional")) rest = vm["positional"].as<std::vector<std::string>>();
-  int modes = static_cast<int>(vm.count("probe") + vm.count("cat") + vm.count("put"));
-  if (modes > 1) return usage_error("use only one of --probe, --cat and --put");
+  int modes = static_cast<int>(vm.count("probe") + vm.count("cat") + vm.count("put") + vm.count("status"));
+  if (modes > 1) return usage_error("use only one of --probe, --cat, --put and --status");
   if (modes == 1) {
     if (!rest.empty()) return usage_error("unexpected argument '" + rest.front() + "'; see sftpfs --help");
-    if (vm.count("probe")) {
+    if (vm.count("status")) {
+      cl.mode = Mode::status;
+      cl.mountpoint = vm["status"].as<std::string>();
+      if (cl.mountpoint.empty()) return usage_error("--status needs a mount point");
+    } else if (vm.count("probe")) {
       cl.mode = Mode::probe;
       auto target = parse_host_port(vm["probe"].as<std::string>());
       if (!target) return target.take_error();
@@ -797,6 +810,7 @@ std::string help_text() {
          "       sftpfs --probe [user@]host[:port] [options]\n"
          "       sftpfs --cat [user@]host:PATH [options] > FILE\n"
          "       sftpfs --put [user@]host:PATH [options] < FILE\n"
+         "       sftpfs --status MOUNTPOINT\n"
          "\n"
          "Mounts a remote directory over SFTP. Without a path, the remote home directory is mounted.\n"
          "IPv6 addresses go in brackets: [::1]:/srv. Unmount with: fusermount3 -u MOUNTPOINT\n"
@@ -816,7 +830,9 @@ std::string help_text() {
          "    --probe TARGET        connect and print the server's version, extensions, limits,\n"
          "                          algorithms and round-trip time\n"
          "    --cat REMOTE          copy a remote file to stdout\n"
-         "    --put REMOTE          copy stdin to a remote file\n";
+         "    --put REMOTE          copy stdin to a remote file\n"
+         "    --status MOUNTPOINT   print a running mount's connections (state, round-trip time,\n"
+         "                          requests in flight, bytes moved), cache hit rates and memory\n";
   for (const FamilyTitle& family : kFamilies) {
     out << "\n" << family.title << ":\n";
     for (const OptionSpec& spec : kOptions) {

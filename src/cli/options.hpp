@@ -20,7 +20,7 @@
 
 namespace sftpfs::cli {
 
-enum class Mode { mount, probe, cat, put, help, version };
+enum class Mode { mount, probe, cat, put, status, help, version };
 
 // "[user@]host:[path]" or, for --probe, "[user@]host[:port]". IPv6 literals go in brackets.
 struct RemoteSpec {
@@ -38,7 +38,7 @@ Status check_host_name(std::string_view host, std::string_view where);
 struct CommandLine {
   Mode mode = Mode::mount;
   RemoteSpec remote;
-  std::string mountpoint;
+  std::string mountpoint;  // also --status's
   bool foreground = false;  // -f, -d
   bool debug = false;       // -d, -o debug
   bool verbose = false;     // -v

@@ -70,6 +70,20 @@ void Caches::touch_all() {
   all_touched_ = stamp_++;
 }
 
+size_t Caches::purge_expired() {
+  size_t purged = attrs.purge_expired() + dirs.purge_expired() + negative.purge_expired() +
+                  read_ahead.purge_expired() + read_ahead_young.purge_expired();
+  std::lock_guard lock(stamps_mutex_);
+  // Stamps of many directories (an untar touches every one it fills) are worth less than their
+  // memory once things are quiet: forgetting them costs at most a listing being read not being kept.
+  if (touched_.size() > kPurgeTouchedAbove) {
+    purged += touched_.size();
+    std::unordered_map<std::string, uint64_t>().swap(touched_);  // clear() would keep the buckets
+    all_touched_ = stamp_++;
+  }
+  return purged;
+}
+
 std::optional<std::optional<DirEntry>> Caches::from_listing(const std::string& dir_path, std::string_view name) const {
   auto listing = dirs.get(dir_path);
   if (!listing) return std::nullopt;

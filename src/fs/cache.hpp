@@ -3,7 +3,9 @@
 // cache (put stores nothing). Each cache has its own mutex, a leaf lock: never held while calling out.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -44,7 +46,11 @@ class TtlMap {
     auto now = clock_();
     std::lock_guard lock(mutex_);
     auto it = map_.find(key);
-    if (it == map_.end() || it->second.expires <= now) return std::nullopt;
+    if (it == map_.end() || it->second.expires <= now) {
+      misses_.fetch_add(1, std::memory_order_relaxed);
+      return std::nullopt;
+    }
+    hits_.fetch_add(1, std::memory_order_relaxed);
     return it->second.value;
   }
 
@@ -103,6 +109,25 @@ class TtlMap {
     return map_.size();
   }
 
+  // Drops every expired entry (otherwise they go only when looked at or when the map is full), so an
+  // idle mount does not keep a large listing's worth of dead entries. Returns how many went.
+  size_t purge_expired() {
+    auto now = clock_();
+    std::lock_guard lock(mutex_);
+    size_t before = map_.size();
+    for (auto it = map_.begin(); it != map_.end();) it = it->second.expires <= now ? map_.erase(it) : std::next(it);
+    return before - map_.size();
+  }
+
+  // get() calls answered with a fresh entry (hits) and without (misses), since the map was made.
+  struct Counts {
+    uint64_t hits = 0, misses = 0;
+    size_t entries = 0;
+  };
+  Counts counts() const {
+    return Counts{hits_.load(std::memory_order_relaxed), misses_.load(std::memory_order_relaxed), size()};
+  }
+
  private:
   struct Entry {
     V value;
@@ -120,6 +145,7 @@ class TtlMap {
   const ClockFn clock_;
   mutable std::mutex mutex_;  // leaf lock
   std::map<std::string, Entry> map_;
+  mutable std::atomic<uint64_t> hits_{0}, misses_{0};
 };
 
 // What the server said about a path, and the link count READDIR's longname gave (0 = unknown).
@@ -194,6 +220,9 @@ class Caches {
   // A rename moved whole subtrees: listings being read now may describe the old state.
   void subtrees_moved() { touch_all(); }
 
+  // Drops the expired entries of every cache (the idle trimmer calls this). Returns how many went.
+  size_t purge_expired();
+
   // Listings larger than this are dropped rather than edited (each edit copies the listing).
   static constexpr size_t kMaxEditedListing = 2000;
 
@@ -214,6 +243,7 @@ class Caches {
   uint64_t all_touched_ = 0;                            // stamp of the last touch_all
   std::unordered_map<std::string, uint64_t> touched_;   // directory -> stamp of its last change
   static constexpr size_t kMaxTouched = 100000;         // then touch_all() and start over
+  static constexpr size_t kPurgeTouchedAbove = 1000;    // purge_expired() forgets more than this
 };
 
 }  // namespace sftpfs::fs

@@ -53,11 +53,17 @@ struct FsOptions {
   // Sequential read prefetching (see fs/prefetcher.hpp). prefetch=false is sshfs's no_readahead.
   bool prefetch = true;
   // Bytes all open files of the mount may have prefetched at once (in flight or buffered): bounds
-  // memory with many sequential readers. 0 turns prefetching off.
-  uint64_t prefetch_budget = 256ull << 20;
+  // memory with many sequential readers. 0 turns prefetching off. 96 MiB keeps the daemon under
+  // 200 MiB with 64 parallel readers, and is three full windows (one file at 400 MB/s x 80 ms each).
+  uint64_t prefetch_budget = 96ull << 20;
   // Largest window one file keeps ahead of its reader: must cover bandwidth x RTT (32 MiB: 400 MB/s at
   // 80 ms).
   uint64_t prefetch_max_window = 32ull << 20;
+  // Bytes all handles of the mount may have written and had acknowledged to the kernel before the
+  // server confirmed them (write-behind). Past it, a write waits for its own reply: many parallel
+  // writers then hold at most this much (plus one kernel write each). Each handle also keeps to
+  // kWriteBehindBytes (8 MiB) per connection it writes on. 0: every write waits for the server.
+  uint64_t write_behind_budget = 64ull << 20;
   std::string fsname;     // shown in /proc/mounts as the source, e.g. "user@host:/path"
   std::string subtype = "sftpfs";
   bool debug = false;     // FUSE debug output (-d)
@@ -75,6 +81,26 @@ class Filesystem {
   // Serves kernel requests until the filesystem is unmounted or SIGINT/SIGTERM/SIGHUP arrives, then
   // unmounts. Returns the process exit code.
   int serve();
+
+  // For `sftpfs --status` and the idle trimmer (cli/memory.hpp); any thread, never waits on the network.
+  struct CacheStats {
+    struct One {
+      const char* name;
+      uint64_t hits = 0, misses = 0;
+      size_t entries = 0;
+    };
+    std::vector<One> caches;  // attributes, listings, negative lookups
+    uint64_t prefetch_used = 0, prefetch_budget = 0;          // bytes
+    uint64_t write_behind_used = 0, write_behind_budget = 0;  // bytes
+    size_t inodes = 0;                                        // nodes the kernel may still ask about
+  };
+  CacheStats stats() const;
+  const std::shared_ptr<client::Client>& client() const;  // the engine it runs on (--status asks it)
+  // Counts the filesystem's requests to the server since the mount: two equal readings mean nothing
+  // was asked of the server in between.
+  uint64_t activity() const;
+  // Drops expired cache entries (they otherwise go only when looked up again). Returns how many went.
+  size_t purge_caches();
 
   struct Impl;
 

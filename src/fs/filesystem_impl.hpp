@@ -155,7 +155,9 @@ struct Filesystem::Impl {
   std::condition_variable calls_cv;
   uint64_t calls = 0;
 
+  std::atomic<uint64_t> calls_started{0};  // Filesystem::activity()
   void begin_call() {
+    calls_started.fetch_add(1, std::memory_order_relaxed);
     std::lock_guard lock(calls_mutex);
     ++calls;
   }
@@ -235,6 +237,8 @@ struct Filesystem::Impl {
   std::mutex floors_mutex;  // leaf
   std::unordered_map<Ino, Floor> floors;
   std::atomic<uint64_t> write_epoch{1};  // counts "every write to some file was answered" moments
+  // Bytes of every handle's writes sent and not yet answered, against opt.write_behind_budget.
+  std::atomic<uint64_t> write_behind_used{0};
 
   void floor_write_sent(Ino ino, uint64_t end, uint64_t bytes);
   void floor_write_done(Ino ino, uint64_t bytes);

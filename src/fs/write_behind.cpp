@@ -176,7 +176,9 @@ void Filesystem::Impl::write(fuse_req_t req, Ino, const char* buf, size_t size, 
     handle->written_end = std::max<uint64_t>(handle->written_end, offset + size);
     for (auto& s : handle->write_stripes) usable.push_back(s->connection);
     handle->in_flight += size;
-    ack_now = handle->in_flight <= kWriteBehindBytes * usable.size();
+    // Within the handle's bound and the mount's: many writers together hold no more than the budget.
+    uint64_t mount_in_flight = write_behind_used.fetch_add(size) + size;
+    ack_now = handle->in_flight <= kWriteBehindBytes * usable.size() && mount_in_flight <= opt.write_behind_budget;
   }
   maybe_open_write_stripes(handle);
   // Round robin by position: a sequential stream spreads evenly, a rewrite of the same place
@@ -192,6 +194,7 @@ void Filesystem::Impl::write(fuse_req_t req, Ino, const char* buf, size_t size, 
     {
       std::lock_guard lock(handle->mutex);
       handle->in_flight -= size;
+      write_behind_used.fetch_sub(size);
       if (!s) {
         mine = s.error();
         if (!handle->first_error) handle->first_error = s.error();

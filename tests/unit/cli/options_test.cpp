@@ -248,6 +248,25 @@ TEST(SshfsOptions, Prefetch) {
   EXPECT_FALSE(parse({"h:", "/m", "-o", "prefetch_window=0"}));
 }
 
+TEST(SftpfsOptions, MemoryBudgets) {
+  CommandLine defaults = parse_ok({"h:", "/m"});
+  EXPECT_EQ(defaults.fs.prefetch_budget, 96ull << 20);
+  EXPECT_EQ(defaults.fs.write_behind_budget, 64ull << 20);
+  EXPECT_EQ(parse_ok({"h:", "/m", "-o", "write_behind_budget=16"}).fs.write_behind_budget, 16ull << 20);
+  EXPECT_EQ(parse_ok({"h:", "/m", "-o", "write_behind_budget=0"}).fs.write_behind_budget, 0u);
+  EXPECT_FALSE(parse({"h:", "/m", "-o", "write_behind_budget=lots"}));
+  EXPECT_NE(help_text().find("-o write_behind_budget=MiB"), std::string::npos);
+}
+
+TEST(CommandLine, Status) {
+  CommandLine cl = parse_ok({"--status", "/mnt/x"});
+  EXPECT_EQ(cl.mode, Mode::status);
+  EXPECT_EQ(cl.mountpoint, "/mnt/x");
+  EXPECT_EQ(parse_error({"--status", "/mnt/x", "extra"}), "unexpected argument 'extra'; see sftpfs --help");
+  EXPECT_EQ(parse_error({"--status", "/mnt/x", "--probe", "h"}), "use only one of --probe, --cat, --put and --status");
+  EXPECT_NE(help_text().find("--status MOUNTPOINT"), std::string::npos);
+}
+
 TEST(SshfsOptions, AcceptedWithoutEffect) {
   parse_ok({"h:", "/m", "-o",
             "delay_connect,sshfs_sync,sync_readdir,max_write=65536,workaround=rename:nofstat,"

@@ -30,6 +30,40 @@ TEST(TtlMap, ExpiresWithoutSleeping) {
   EXPECT_FALSE(map.get("/a"));
 }
 
+TEST(TtlMap, CountsHitsAndMissesAndPurgesExpired) {
+  FakeClock clock;
+  TtlMap<int> map(1000ms, 10, clock.fn());
+  map.put("/a", 1);
+  map.put("/b", 2);
+  EXPECT_EQ(map.get("/a"), 1);
+  EXPECT_FALSE(map.get("/c"));
+  clock.now += 500ms;
+  map.put("/c", 3);
+  clock.now += 500ms;  // /a and /b expire, /c lives on
+  EXPECT_FALSE(map.get("/a"));
+  auto counts = map.counts();
+  EXPECT_EQ(counts.hits, 1u);
+  EXPECT_EQ(counts.misses, 2u);
+  EXPECT_EQ(counts.entries, 3u);  // expired entries stay until looked at or purged
+  EXPECT_EQ(map.purge_expired(), 2u);
+  EXPECT_EQ(map.size(), 1u);
+  EXPECT_EQ(map.get("/c"), 3);
+}
+
+TEST(Caches, PurgeExpiredEmptiesEveryCache) {
+  FakeClock clock;
+  Caches::Config config;
+  config.attr_ttl = config.dir_ttl = config.negative_ttl = 1000ms;
+  Caches caches(config, clock.fn());
+  auto listing = std::make_shared<const std::vector<DirEntry>>(std::vector<DirEntry>{{"f", file_attrs(1), 1}});
+  caches.put_listing("/d", listing);
+  caches.negative.put("/d/missing", true);
+  EXPECT_EQ(caches.purge_expired(), 0u);
+  clock.now += 1000ms;
+  EXPECT_EQ(caches.purge_expired(), 3u);  // the listing, its entry's attributes, the negative entry
+  EXPECT_EQ(caches.attrs.size() + caches.dirs.size() + caches.negative.size(), 0u);
+}
+
 TEST(TtlMap, ZeroTtlDisables) {
   FakeClock clock;
   TtlMap<int> map(0ms, 10, clock.fn());
