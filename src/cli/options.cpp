@@ -74,6 +74,15 @@ Status pass_to_fuse(ParseState& state, std::string_view name, std::string_view v
 
 #define FLAG(field) [](ParseState& s, std::string_view, std::string_view) -> Status { field = true; return {}; }
 
+// At least one second: reconnect and request timing below that would only churn.
+Status set_whole_seconds(milliseconds& slot, std::string_view name, std::string_view value) {
+  auto t = parse_seconds(name, value);
+  if (!t) return t.take_error();
+  if (*t < 1s) return usage_error(std::string(name) + " must be at least 1 second");
+  slot = *t;
+  return {};
+}
+
 Status set_duration(std::optional<milliseconds>& slot, std::string_view name, std::string_view value) {
   auto parsed = parse_seconds(name, value);
   if (!parsed) return parsed.take_error();
@@ -368,30 +377,12 @@ const OptionSpec kOptions[] = {
      }},
     {"reconnect_wait", Takes::value, "sftpfs",
      "SECONDS: while the server is unreachable, a call waits this long for a reconnect, then fails with EIO (default 20)",
-     [](ParseState& s, std::string_view name, std::string_view value) -> Status {
-       auto t = parse_seconds(name, value);
-       if (!t) return t.take_error();
-       if (*t < 1s) return usage_error("reconnect_wait must be at least 1 second");
-       s.cl.client.link.wait = *t;
-       return {};
-     }},
+     [](ParseState& s, std::string_view n, std::string_view v) { return set_whole_seconds(s.cl.client.link.wait, n, v); }},
     {"reconnect_max_delay", Takes::value, "sftpfs",
      "SECONDS: longest pause between reconnect attempts; they start at 1 s and double (default 30)",
-     [](ParseState& s, std::string_view name, std::string_view value) -> Status {
-       auto t = parse_seconds(name, value);
-       if (!t) return t.take_error();
-       if (*t < 1s) return usage_error("reconnect_max_delay must be at least 1 second");
-       s.cl.client.link.max_delay = *t;
-       return {};
-     }},
+     [](ParseState& s, std::string_view n, std::string_view v) { return set_whole_seconds(s.cl.client.link.max_delay, n, v); }},
     {"request_timeout", Takes::value, "sftpfs", "SECONDS: a request unanswered this long fails (default 60)",
-     [](ParseState& s, std::string_view name, std::string_view value) -> Status {
-       auto t = parse_seconds(name, value);
-       if (!t) return t.take_error();
-       if (*t < 1s) return usage_error("request_timeout must be at least 1 second");
-       s.cl.client.connection.request_timeout = *t;
-       return {};
-     }},
+     [](ParseState& s, std::string_view n, std::string_view v) { return set_whole_seconds(s.cl.client.connection.request_timeout, n, v); }},
 };
 #undef FLAG
 

@@ -17,6 +17,11 @@ long long seconds_since(Clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - t).count();
 }
 
+ssh::SessionOptions with_cancel(ssh::SessionOptions options, std::shared_ptr<const std::atomic<bool>> cancel) {
+  options.cancel = std::move(cancel);
+  return options;
+}
+
 bool is_error_status(const Result<sftp::Reply>& reply) {
   if (!reply) return false;
   auto* status = std::get_if<sftp::StatusReply>(&reply->body);
@@ -35,13 +40,12 @@ const char* state_name(ConnectionStatus::State state) {
 }
 
 Link::Link(size_t index, ssh::SessionOptions ssh_options, ConnectionOptions connection_options, LinkOptions options)
-    : index_(index), ssh_options_(std::move(ssh_options)), connection_options_(std::move(connection_options)),
-      options_(options) {}
+    : index_(index), cancel_(std::make_shared<std::atomic<bool>>(false)), ssh_options_(with_cancel(std::move(ssh_options), cancel_)),
+      connection_options_(std::move(connection_options)), options_(options) {}
 
 Result<std::unique_ptr<Link>> Link::open(size_t index, const ssh::SessionOptions& ssh_options,
                                          const ConnectionOptions& connection_options, const LinkOptions& options) {
   std::unique_ptr<Link> link(new Link(index, ssh_options, connection_options, options));
-  const_cast<ssh::SessionOptions&>(link->ssh_options_).cancel = link->cancel_;
   auto connection = Connection::open(link->ssh_options_, link->options_for(0));
   if (!connection) return connection.take_error();
   link->features_ = (*connection)->features();
@@ -293,6 +297,8 @@ void Link::run() {
     connection_ = fresh;
     ++generation_;
     state_ = State::connected;
+    // Its on_failure, if it dropped before this point, spoke for a generation not yet current.
+    if (!fresh->alive()) mark_down_locked(generation_, fresh->failure());
     since_ = std::chrono::system_clock::now();
     ++reconnects_;
     const auto outage = Clock::now() - down_since_;
@@ -313,7 +319,6 @@ void Link::run() {
     replaying_ = false;
     LOG_WARN("connection %zu: reconnected to %s after %.1f s (%zu handle(s) reopened, %zu request(s) replayed)",
              index_, ssh_options_.host.c_str(), std::chrono::duration<double>(outage).count(), reopened, replayed);
-    if (state_ == State::connected && !held_.empty()) wake_.notify_all();
   }
 }
 

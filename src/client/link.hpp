@@ -73,12 +73,13 @@ class Link {
   Error unreachable() const;  // mutex_ held
 
   const size_t index_;
-  const ssh::SessionOptions ssh_options_;
+  const std::shared_ptr<std::atomic<bool>> cancel_;  // set at shutdown: a connect in progress gives up
+  const ssh::SessionOptions ssh_options_;            // with cancel_
+
   const ConnectionOptions connection_options_;
   const LinkOptions options_;
   ServerFeatures features_;
   ssh::SessionInfo session_info_;
-  std::shared_ptr<std::atomic<bool>> cancel_ = std::make_shared<std::atomic<bool>>(false);
   std::atomic<uint64_t> next_sequence_{1};
 
   mutable std::mutex mutex_;
