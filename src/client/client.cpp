@@ -139,6 +139,14 @@ struct Client::Impl {
             std::function<void(Result<Reply>, ReplyCallback)> recheck = {}) {
     send(pick(), std::move(packet), std::move(done), replay, std::move(recheck));
   }
+  // A request a recheck makes: it goes out ahead of the replay that waits for it (see Request).
+  void send_for_recheck(size_t index, sftp::Bytes packet, ReplyCallback done) {
+    Request request;
+    request.build = [packet = std::make_shared<sftp::Bytes>(std::move(packet))]() -> Result<sftp::Bytes> { return *packet; };
+    request.done = std::move(done);
+    request.part_of_recheck = true;
+    at(index).send(std::move(request));
+  }
   // A handle request: built with the file's handle at the time it goes out (a reconnect replaces it).
   void send_on(const FileRef& file, std::function<sftp::Bytes(const std::string& handle)> build, ReplyCallback done,
                Replay replay = Replay::resend, Clock::time_point deadline = {}) {
@@ -162,7 +170,7 @@ struct Client::Impl {
   std::function<void(Result<Reply>, ReplyCallback)> recheck_by_lstat(
       size_t index, std::string path, std::function<bool(const Result<sftp::Attrs>&)> confirmed) {
     return [this, index, path = std::move(path), confirmed = std::move(confirmed)](Result<Reply> failed, ReplyCallback done) {
-      send(index, sftp::build_lstat(0, path),
+      send_for_recheck(index, sftp::build_lstat(0, path),
            expect_attrs([failed = std::move(failed), done = std::move(done), confirmed, path](Result<sftp::Attrs> attrs) mutable {
              if (confirmed(attrs)) {
                LOG_INFO("a request on %s replayed after a reconnect had already been done by the server", path.c_str());
@@ -193,7 +201,7 @@ struct Client::Impl {
     const bool exclusive = (pflags & sftp::SSH_FXF_CREAT) && (pflags & sftp::SSH_FXF_EXCL);
     if (exclusive)
       recheck = [this, index, path, pflags](Result<Reply>, ReplyCallback reopen_done) {
-        send(index, sftp::build_open(0, path, pflags & ~(sftp::SSH_FXF_CREAT | sftp::SSH_FXF_EXCL | sftp::SSH_FXF_TRUNC), {}),
+        send_for_recheck(index, sftp::build_open(0, path, pflags & ~(sftp::SSH_FXF_CREAT | sftp::SSH_FXF_EXCL | sftp::SSH_FXF_TRUNC), {}),
              std::move(reopen_done));
       };
     // What the file looks like right after the open (a STAT in the same round trip): a reconnect
@@ -359,7 +367,7 @@ void Client::rename(std::string old_path, std::string new_path, Done done) {
   // A replayed rename that fails was done by the first send when the old name is gone and the new
   // one is there.
   auto recheck = [impl, index, old_path, new_path](Result<Reply> failed, ReplyCallback done) {
-    impl->send(index, sftp::build_lstat(0, old_path), expect_attrs([impl, index, new_path, failed = std::move(failed),
+    impl->send_for_recheck(index, sftp::build_lstat(0, old_path), expect_attrs([impl, index, new_path, failed = std::move(failed),
                                                                     done = std::move(done)](Result<sftp::Attrs> old_attrs) mutable {
       if (old_attrs || old_attrs.error().code != sftp::SSH_FX_NO_SUCH_FILE) return done(std::move(failed));
       impl->recheck_by_lstat(index, new_path, [](const Result<sftp::Attrs>& attrs) { return attrs.has_value(); })(
@@ -425,7 +433,7 @@ void Client::symlink_on(size_t connection, std::string target, std::string link_
     const bool is_symlink = packet.size() > 4 && packet[4] == sftp::SSH_FXP_SYMLINK;
     if (!is_symlink) return impl->send(connection, std::move(packet), std::move(reply));
     auto recheck = [impl, connection, target, link_path](Result<Reply> failed, ReplyCallback done) {
-      impl->send(connection, sftp::build_readlink(0, link_path),
+      impl->send_for_recheck(connection, sftp::build_readlink(0, link_path),
                  expect_single_name([failed = std::move(failed), done = std::move(done), target](Result<std::string> now) mutable {
                    if (now && *now == target) return done(ok_reply());
                    done(std::move(failed));

@@ -67,7 +67,8 @@ ConnectionOptions Link::options_for(uint64_t generation) {
 }
 
 void Link::send(Request request) {
-  if (request.sequence == 0) request.sequence = next_sequence_.fetch_add(1);
+  // A recheck held by a new drop goes first on the next replay: it belongs to a request already answered.
+  if (request.sequence == 0 && !request.part_of_recheck) request.sequence = next_sequence_.fetch_add(1);
   if (request.file)
     if (auto why = request.file->lost()) return request.done(Error::errno_error(EIO, *why));
   std::shared_ptr<Connection> connection;
@@ -81,7 +82,8 @@ void Link::send(Request request) {
       lock.unlock();
       return request.done(std::move(error));
     }
-    if (state_ != State::connected || replaying_ || !connection_) return hold_locked(std::move(request));
+    if (state_ != State::connected || (replaying_ && !request.part_of_recheck) || !connection_)
+      return hold_locked(std::move(request));
     connection = connection_;
     generation = generation_;
   }
@@ -308,17 +310,43 @@ void Link::run() {
       std::deque<Request> batch;
       batch.swap(held_);
       std::stable_sort(batch.begin(), batch.end(), [](const Request& a, const Request& b) { return a.sequence < b.sequence; });
-      const uint64_t generation = generation_;
-      lock.unlock();
-      for (auto& request : batch) {
-        if (request.replayed) ++replayed;
-        submit(fresh, generation, std::move(request));
-      }
-      lock.lock();
+      replay_locked(lock, fresh, std::move(batch), replayed);
     }
     replaying_ = false;
     LOG_WARN("connection %zu: reconnected to %s after %.1f s (%zu handle(s) reopened, %zu request(s) replayed)",
              index_, ssh_options_.host.c_str(), std::chrono::duration<double>(outage).count(), reopened, replayed);
+  }
+}
+
+// Sends `batch` in order on `fresh`. A request that may already have run before the drop (Replay::recheck)
+// is a barrier: what follows waits until its reply, and the recheck an error reply starts, are in, so
+// that a later request (a rename of the directory a replayed mkdir made) cannot change what the
+// recheck sees. A new drop meanwhile puts the unsent rest back on hold.
+void Link::replay_locked(std::unique_lock<std::mutex>& lock, const std::shared_ptr<Connection>& fresh,
+                         std::deque<Request> batch, size_t& replayed) {
+  const uint64_t generation = generation_;
+  while (!batch.empty()) {
+    if (state_ != State::connected || stopping_ || generation != generation_) {
+      for (auto& request : batch) held_.push_back(std::move(request));
+      return;
+    }
+    Request request = std::move(batch.front());
+    batch.pop_front();
+    const bool barrier = request.replayed && request.replay == Replay::recheck;
+    if (request.replayed) ++replayed;
+    auto settled = std::make_shared<bool>(false);
+    if (barrier)
+      request.done = [this, settled, done = std::move(request.done)](Result<sftp::Reply> reply) {
+        done(std::move(reply));
+        std::lock_guard<std::mutex> guard(mutex_);
+        *settled = true;
+        wake_.notify_all();
+      };
+    lock.unlock();
+    submit(fresh, generation, std::move(request));
+    lock.lock();
+    if (barrier)
+      wake_.wait(lock, [&] { return *settled || stopping_ || state_ != State::connected || generation != generation_; });
   }
 }
 

@@ -67,6 +67,8 @@ class Link {
   void mark_down_locked(uint64_t generation, const std::string& reason);
   void hold_locked(Request request);
   void run();
+  void replay_locked(std::unique_lock<std::mutex>& lock, const std::shared_ptr<Connection>& fresh,
+                     std::deque<Request> batch, size_t& replayed);
   std::shared_ptr<Connection> reconnect();
   bool reopen_files(Connection& connection, size_t& reopened);
   void fail_requests(std::deque<Request> requests, const Error& error);

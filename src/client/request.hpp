@@ -27,6 +27,9 @@ struct Request {
   FileRef file;                   // the open file it uses, if any (never sent once the file is lost)
   bool is_close = false;          // a CLOSE: a drop under it closed the handle anyway, so it succeeded
   Clock::time_point deadline{};   // passed to Connection::submit ({} = the request timeout)
+  // Sent by a `recheck`: goes out at once while a replay waits for it, not behind the requests held
+  // after the one it checks (which could change what it sees).
+  bool part_of_recheck = false;
 
   // The link's bookkeeping.
   uint64_t sequence = 0;          // order of first submission: replays keep it

@@ -102,7 +102,7 @@ TEST_F(EngineTest, IdleCutIsRepairedBeforeTheNextCall) {
 // may report EEXIST or ENOENT for work that was done.
 TEST_F(EngineTest, NonIdempotentRequestsCutMidwayAreCheckedNotRepeatedBlindly) {
   auto& c = connect();
-  constexpr int kRounds = 12;
+  constexpr int kRounds = 48;
   for (int i = 0; i < kRounds; ++i) {
     const std::string d = path("d" + std::to_string(i)), f = path("f" + std::to_string(i));
     write_local(f, "x");
@@ -110,7 +110,7 @@ TEST_F(EngineTest, NonIdempotentRequestsCutMidwayAreCheckedNotRepeatedBlindly) {
     c.mkdir(d, {}, [&](Status s) { made.set_value(std::move(s)); });
     c.remove(f, [&](Status s) { removed.set_value(std::move(s)); });
     c.rename(d, d + "-moved", [&](Status s) { renamed.set_value(std::move(s)); });
-    std::this_thread::sleep_for(std::chrono::microseconds(300 * i));  // cut at different points
+    std::this_thread::sleep_for(std::chrono::microseconds(75 * i));  // cut at different points
     c.cut_connections();
     auto m = made.get_future().get(), r = removed.get_future().get(), n = renamed.get_future().get();
     EXPECT_TRUE(m) << "round " << i << " mkdir: " << m.error().message;
