@@ -4,6 +4,8 @@
 #include <charconv>
 #include <limits>
 
+#include "util/log.hpp"
+
 namespace sftpfs::fs {
 
 std::optional<uint32_t> longname_link_count(std::string_view longname) {
@@ -171,6 +173,29 @@ Result<sftp::Attrs> build_setattr(const SetattrRequest& r, const std::optional<s
     out.set_times(atime, mtime);
   }
   return out;
+}
+
+// 0 when what the server shows after an acknowledged SETSTAT is what was asked; else the errno for
+// a change it did not make: EPERM for mode or owner, EIO for a size (data may be lost).
+int ignored_change(const SetattrRequest& r, const sftp::Attrs& sent, const sftp::Attrs& now) {
+  if (r.size && now.has(sftp::SSH_FILEXFER_ATTR_SIZE) && now.size != *r.size) {
+    LOG_WARN("the server acknowledged a truncation to %llu bytes but the file has %llu",
+             static_cast<unsigned long long>(*r.size), static_cast<unsigned long long>(now.size));
+    return EIO;
+  }
+  // Set-id bits may be cleared by the server's kernel as a local chmod would: not compared.
+  constexpr uint32_t kCompared = 01777;
+  if (r.mode && sent.has(sftp::SSH_FILEXFER_ATTR_PERMISSIONS) && now.has(sftp::SSH_FILEXFER_ATTR_PERMISSIONS) &&
+      (now.permissions & kCompared) != (sent.permissions & kCompared)) {
+    LOG_WARN("the server acknowledged mode %o but the file has %o", sent.permissions & 07777, now.permissions & 07777);
+    return EPERM;
+  }
+  if ((r.uid || r.gid) && sent.has(sftp::SSH_FILEXFER_ATTR_UIDGID) && now.has(sftp::SSH_FILEXFER_ATTR_UIDGID) &&
+      (now.uid != sent.uid || now.gid != sent.gid)) {
+    LOG_WARN("the server acknowledged owner %u:%u but the file has %u:%u", sent.uid, sent.gid, now.uid, now.gid);
+    return EPERM;
+  }
+  return 0;
 }
 
 sftp::Attrs merge_attrs(sftp::Attrs base, const sftp::Attrs& sent) {

@@ -55,4 +55,8 @@ Result<sftp::Attrs> build_setattr(const SetattrRequest& request, const std::opti
 // `base` with the fields of `sent` applied: the attributes after a successful SETSTAT.
 sftp::Attrs merge_attrs(sftp::Attrs base, const sftp::Attrs& sent);
 
+// 0 when what the server shows after an acknowledged SETSTAT (`now`) is what was asked (`sent`);
+// else the errno for a change it did not make: EPERM for mode or owner, EIO for a size.
+int ignored_change(const SetattrRequest& request, const sftp::Attrs& sent, const sftp::Attrs& now);
+
 }  // namespace sftpfs::fs

@@ -4,32 +4,6 @@
 
 namespace sftpfs::fs {
 
-namespace {
-
-// 0 when what the server shows after an acknowledged SETSTAT is what was asked; else the errno for
-// a change it did not make: EPERM for mode or owner, EIO for a size (data may be lost).
-int ignored_change(const SetattrRequest& r, const sftp::Attrs& sent, const sftp::Attrs& now) {
-  if (r.size && now.has(sftp::SSH_FILEXFER_ATTR_SIZE) && now.size != *r.size) {
-    LOG_WARN("the server acknowledged a truncation to %llu bytes but the file has %llu",
-             static_cast<unsigned long long>(*r.size), static_cast<unsigned long long>(now.size));
-    return EIO;
-  }
-  // Set-id bits may be cleared by the server's kernel as a local chmod would: not compared.
-  constexpr uint32_t kCompared = 01777;
-  if (r.mode && sent.has(sftp::SSH_FILEXFER_ATTR_PERMISSIONS) && now.has(sftp::SSH_FILEXFER_ATTR_PERMISSIONS) &&
-      (now.permissions & kCompared) != (sent.permissions & kCompared)) {
-    LOG_WARN("the server acknowledged mode %o but the file has %o", sent.permissions & 07777, now.permissions & 07777);
-    return EPERM;
-  }
-  if ((r.uid || r.gid) && sent.has(sftp::SSH_FILEXFER_ATTR_UIDGID) && now.has(sftp::SSH_FILEXFER_ATTR_UIDGID) &&
-      (now.uid != sent.uid || now.gid != sent.gid)) {
-    LOG_WARN("the server acknowledged owner %u:%u but the file has %u:%u", sent.uid, sent.gid, now.uid, now.gid);
-    return EPERM;
-  }
-  return 0;
-}
-
-}  // namespace
 
 void Filesystem::Impl::note_file_attrs(Ino ino, const sftp::Attrs& attrs) {
   if (!attrs.has(sftp::SSH_FILEXFER_ATTR_SIZE) || !attrs.has(sftp::SSH_FILEXFER_ATTR_ACMODTIME)) return;
@@ -81,8 +55,11 @@ void Filesystem::Impl::node_attrs(Ino ino, const fuse_file_info* fi, client::Cal
     auto open = files_of(ino);
     if (!open.empty()) handle = open.front();
   }
+  // Changes answered early and not yet confirmed: ask behind them, on their handle's connection.
+  auto early = handle ? nullptr : handle_with_early_changes(ino);
+  if (early) handle = early;
   const uint64_t asked_at = write_epoch.load();
-  if (handle && (!path || fi)) {
+  if (handle && (!path || fi || early)) {
     client->fstat(handle->remote, tracked([this, ino, asked_at, done = std::move(done)](Result<sftp::Attrs> r) {
       if (r) floor_confirmed(ino, asked_at);
       done(std::move(r));
@@ -203,6 +180,8 @@ void Filesystem::Impl::setattr(fuse_req_t req, Ino ino, const struct stat* attr,
           current->uid == sent.uid && current->gid == sent.gid && !(current->permissions & (S_ISUID | S_ISGID))) {
         return reply_attr(req, ino, *current);
       }
+      // fchmod/futimens/fchown on a file this mount created and holds open: answered now (rule 6).
+      if (answer_setattr_early(req, ino, r, sent)) return;
       // Without a size change and with the attributes we had, the result is known; otherwise the
       // attributes are read back by a request sent right behind the change (same connection,
       // answered in order): still one round trip.
@@ -233,12 +212,27 @@ void Filesystem::Impl::setattr(fuse_req_t req, Ino ino, const struct stat* attr,
               }
             }
             if (path) caches.attrs.put(*path, CachedAttrs{now, 0});
+            // Early answers on a created handle of this file build on what the server has now.
+            for (auto& h : files_of(ino)) {
+              std::lock_guard lock(h->mutex);
+              if (!h->created) continue;
+              if (known_result) {
+                h->early_base.reset();
+              } else {
+                h->early_base = now;
+                h->early_base_written = h->bytes_written;
+              }
+            }
             reply_attr(req, ino, now);
           };
       // A change must not be overtaken by this file's writes still in flight on another connection:
       // the server would apply such a write after it (moving the mtime tar or cp -p just set). Like a
       // read, it waits for those; writes on its own connection are ahead of it anyway.
-      const size_t connection = handle ? handle->remote->connection : client->pick_connection();
+      // With a handle that answers changes early, on its connection: behind those changes, in order.
+      auto early = handle ? nullptr : early_change_handle(ino);
+      const size_t connection = handle ? handle->remote->connection
+                                : early ? early->remote->connection
+                                        : client->pick_connection();
       auto send = [this, known_result, handle, path, symlink, sent, connection, finish] {
         if (known_result) {
           auto after = [finish](Status s) { finish(std::move(s), sftp::Attrs{}); };

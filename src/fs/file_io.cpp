@@ -151,6 +151,8 @@ void Filesystem::Impl::finish_open(fuse_req_t req, Ino ino, fuse_file_info* fi, 
   auto handle = std::make_shared<FileHandle>(ino, remote, writable, append);
   handle->append_offset = size;
   handle->verify_size = writable && !(fi->flags & O_TRUNC) && !entry_attrs;  // entry_attrs: created
+  handle->created = entry_attrs.has_value();
+  handle->early_base = entry_attrs;
   std::string path = remote->path();
   const bool readable = (fi->flags & O_ACCMODE) != O_WRONLY;
   if (fi->flags & O_TRUNC) {

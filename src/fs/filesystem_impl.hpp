@@ -6,6 +6,7 @@
 //   directories.cpp      mkdir, rmdir, opendir, readdir(plus), releasedir, listings read ahead
 //   file_io.cpp          open, create, read, flush, release, fsync, copy_file_range
 //   write_behind.cpp     write, write floors, striped writes, waiting for writes in flight
+//   early_answers.cpp    attribute changes answered before the server confirms them (rule 6)
 // Internal to src/fs: nothing outside this directory includes it.
 //
 // Every operation checks its arguments, issues client calls and returns; the reply to the kernel is
@@ -321,6 +322,16 @@ struct Filesystem::Impl {
   void when_inode_drained(Ino ino, std::function<void()> fn);
   void when_drained(const std::shared_ptr<FileHandle>& h, std::function<void()> fn);
   std::optional<Error> take_write_error(const std::shared_ptr<FileHandle>& h);
+
+  // ---- early answers (early_answers.cpp) ----
+  // An open handle through which attribute changes of `ino` may be answered early: made by this
+  // mount's CREATE, writable, not released, no failure pending. nullptr when there is none.
+  std::shared_ptr<FileHandle> early_change_handle(Ino ino);
+  // A handle of `ino` with early changes not yet confirmed by the server, or nullptr.
+  std::shared_ptr<FileHandle> handle_with_early_changes(Ino ino);
+  // Answers `req` now with `current` changed by `sent`, sends the change unwaited, and keeps its
+  // failure for the handle's next write, flush, fsync or close. false: not a case for it.
+  bool answer_setattr_early(fuse_req_t req, Ino ino, const SetattrRequest& r, const sftp::Attrs& sent);
 
   // ================= operations =================
 

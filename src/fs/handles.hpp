@@ -39,12 +39,21 @@ struct FileHandle : HandleBase, std::enable_shared_from_this<FileHandle> {
   const client::FileRef remote;
   const bool writable;
   const bool append;  // O_APPEND: we write at our own idea of the end (servers ignore the flag)
+  bool created = false;  // made by this mount's CREATE (set before the handle is registered)
 
   std::mutex mutex;  // guards below; leaf lock
   uint64_t in_flight = 0;                   // bytes sent and not yet answered
   std::optional<Error> first_error;         // first failed write, until reported by flush/fsync
   uint64_t append_offset = 0;               // for append: where the next write goes
-  std::vector<std::function<void()>> drained_waiters;  // run once in_flight reaches 0
+  std::vector<std::function<void()>> drained_waiters;  // run once in_flight and early_changes reach 0
+  // Attribute changes answered to the application before the server confirmed them (rule 6,
+  // early_answers.cpp): flush, fsync and close wait for them like for writes, and report their errors.
+  unsigned early_changes = 0;
+  // For a created handle: the file's attributes as of the create or the last early answer, and how
+  // many bytes had been written through the handle then (a write since moves the server's mtime).
+  std::optional<sftp::Attrs> early_base;
+  uint64_t early_base_written = 0;
+  bool drained() const { return in_flight == 0 && early_changes == 0; }  // mutex held
   // Writes into a file that existed (opened without O_TRUNC, not created): some servers (rclone)
   // acknowledge writes at an offset on a reopened file and drop them. FLUSH then compares the
   // server's size (one FSTAT after the writes) with the end of what was written. Guarded by mutex.

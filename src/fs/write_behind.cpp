@@ -44,6 +44,7 @@ void Filesystem::Impl::truncated_through_mount(Ino ino, uint64_t size) {
   for (auto& h : files_of(ino)) {
     std::lock_guard lock(h->mutex);
     h->written_end = std::min(h->written_end, size);
+    h->early_base.reset();  // its size no longer follows from the writes
   }
 }
 
@@ -90,7 +91,7 @@ void Filesystem::Impl::when_inode_drained(Ino ino, std::function<void()> fn) {
 void Filesystem::Impl::when_drained(const std::shared_ptr<FileHandle>& h, std::function<void()> fn) {
   {
     std::lock_guard lock(h->mutex);
-    if (h->in_flight != 0) {
+    if (!h->drained()) {
       h->drained_waiters.push_back(std::move(fn));
       return;
     }
@@ -199,7 +200,7 @@ void Filesystem::Impl::write(fuse_req_t req, Ino, const char* buf, size_t size, 
         mine = s.error();
         if (!handle->first_error) handle->first_error = s.error();
       }
-      if (handle->in_flight == 0) waiters.swap(handle->drained_waiters);
+      if (handle->drained()) waiters.swap(handle->drained_waiters);
     }
     floor_write_done(handle->ino, size);
     if (!ack_now) {
