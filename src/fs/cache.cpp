@@ -89,10 +89,7 @@ std::optional<std::optional<DirEntry>> Caches::from_listing(const std::string& d
   if (!listing) return std::nullopt;
   const auto& entries = **listing;
   auto it = std::find_if(entries.begin(), entries.end(), [&](const DirEntry& e) { return e.name == name; });
-  if (it == entries.end()) {
-    if (read_ahead.get(dir_path)) return std::nullopt;  // not authoritative for absent names
-    return std::optional<DirEntry>{};
-  }
+  if (it == entries.end()) return std::optional<DirEntry>{};
   return std::optional<DirEntry>{*it};
 }
 
@@ -210,6 +207,7 @@ void Caches::removed(const std::string& path) {
   attrs.invalidate_tree(path);
   negative.invalidate_tree(path);
   dirs.invalidate_tree(path);
+  negative.put(path, true);  // the server's OK says the name is gone; a lookup next needs no LSTAT
   const std::string name = leaf_name(path);
   dirs.update(parent_path(path), [&](const DirListing& listing) {
     return edited(listing, [&](std::vector<DirEntry>& entries) {

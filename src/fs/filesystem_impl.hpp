@@ -326,6 +326,8 @@ struct Filesystem::Impl {
 
   void init(fuse_conn_info* conn);
   void lookup(fuse_req_t req, Ino parent, const char* name);
+  // `may_wait`: a listing of the parent being read is waited for instead of sending an LSTAT.
+  void lookup_name(fuse_req_t req, Ino parent, const std::string& name, bool may_wait);
   void forget(Ino ino, uint64_t nlookup);
   void getattr(fuse_req_t req, Ino ino, fuse_file_info* fi);
   // access(2) and chdir when the kernel does not check permissions itself (no default_permissions).
@@ -394,6 +396,9 @@ struct Filesystem::Impl {
   std::unordered_map<std::string, std::shared_ptr<DirHandle>> listings_ahead;
 
   std::shared_ptr<DirHandle> listing_being_read(const std::string& path);
+  // Runs `then` once the listing of `path` being read ahead is complete (and cached, if kept);
+  // false, and nothing runs, when no such listing is being read.
+  bool when_listing_read(const std::string& path, std::function<void()> then);
 
   // A kernel directory handle served by a listing that is being read ahead: it completes with it.
   std::shared_ptr<DirHandle> pending_view(const std::shared_ptr<DirHandle>& ahead, Ino ino);

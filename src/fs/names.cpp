@@ -74,19 +74,24 @@ void Filesystem::Impl::reply_negative(fuse_req_t req, std::chrono::milliseconds 
 
 void Filesystem::Impl::lookup(fuse_req_t req, Ino parent, const char* name) {
   if (name_too_long(name)) return (void)fuse_reply_err(req, ENAMETOOLONG);
-  auto path = inodes.child_path(parent, name);
+  lookup_name(req, parent, name, true);
+}
+
+void Filesystem::Impl::lookup_name(fuse_req_t req, Ino parent, const std::string& n, bool may_wait) {
+  auto path = inodes.child_path(parent, n);
   if (!path) return (void)fuse_reply_err(req, ENOENT);
-  std::string n = name;
   // The negative rule: a missing name is remembered (here and, through the entry timeout, by the
   // kernel) at most negative_timeout from when the server said it was missing, so a name created
   // elsewhere shows within negative_timeout of its creation. A cached "missing" or a listing without
-  // the name answers only for what is left of that time.
+  // the name (read by the application or ahead of it: the server said the same) answers only for
+  // what is left of that time.
   if (auto age = caches.negative.age(*path)) return reply_negative(req, *age);
   if (auto cached = caches.attrs.get(*path)) return reply_entry(req, parent, n, cached->attrs, cached->nlink);
   if (!opt.follow_symlinks) {
-    if (auto listed = caches.from_listing(Caches::parent_path(*path), n)) {
+    const std::string dir_path = Caches::parent_path(*path);
+    if (auto listed = caches.from_listing(dir_path, n)) {
       if (!*listed) {
-        auto age = caches.dirs.age(Caches::parent_path(*path));
+        auto age = caches.dirs.age(dir_path);
         if (age && seconds(*age) < negative_timeout) return reply_negative(req, *age);
         // Older than that: the server says (below).
       }
@@ -94,9 +99,14 @@ void Filesystem::Impl::lookup(fuse_req_t req, Ino parent, const char* name) {
       if (*listed && (*listed)->attrs.has(sftp::SSH_FILEXFER_ATTR_PERMISSIONS)) {
         return reply_entry(req, parent, n, (*listed)->attrs, (*listed)->nlink);
       }
-    } else {
-      // Its siblings will likely be looked up too (git status, make): read the directory, once.
-      read_listing_ahead(Caches::parent_path(*path));
+    } else if (may_wait && opt.cache) {
+      // The directory's listing is already being read (a lookup before this one started it, or a
+      // walk read it ahead): it answers in about the time an LSTAT would, and then for every
+      // sibling too. Asked again once it is in; without a usable listing then, the server says.
+      if (when_listing_read(dir_path, [this, req, parent, n] { lookup_name(req, parent, n, false); })) return;
+      // Its siblings will likely be looked up too (git status, make, gcc's -I directories): read
+      // the directory, once.
+      read_listing_ahead(dir_path);
     }
     // If the name is a directory, it is usually opened next (ls DIR, cd, a walk): an OPENDIR sent
     // along with the LSTAT saves that round trip; for a file it fails at once, harmlessly.
@@ -112,10 +122,10 @@ void Filesystem::Impl::lookup(fuse_req_t req, Ino parent, const char* name) {
       return reply_error(req, r.error());
     }
     caches.attrs.put(p, CachedAttrs{*r, 0});
-    // A listing read ahead that lacks this name is out of date (created elsewhere since): drop it,
-    // so the next readdir asks the server.
+    // A listing that lacks this name is out of date (created elsewhere since, and older than
+    // negative_timeout, or it would have answered): drop it, so the next readdir asks the server.
     const std::string dir_path = Caches::parent_path(p);
-    if (caches.dirs.get(dir_path) && !caches.from_listing(dir_path, n)) caches.dirs.invalidate(dir_path);
+    if (auto listed = caches.from_listing(dir_path, n); listed && !*listed) caches.dirs.invalidate(dir_path);
     reply_entry(req, parent, n, *r);
   });
 }

@@ -214,7 +214,7 @@ TEST(Caches, ListingsFollowWhatThisMountAddsAndRemoves) {
   EXPECT_FALSE(caches.dirs.get("/r/new"));
 }
 
-TEST(Caches, ListingsReadAheadDoNotAnswerForAbsentNames) {
+TEST(Caches, ListingsReadAheadAnswerForAbsentNamesToo) {
   FakeClock clock;
   Caches::Config config;
   config.attr_ttl = config.dir_ttl = config.negative_ttl = 5s;
@@ -223,17 +223,41 @@ TEST(Caches, ListingsReadAheadDoNotAnswerForAbsentNames) {
   ASSERT_TRUE(caches.put_listing_since("/r", listing, caches.listing_stamp(), /*read_ahead=*/true));
   auto found = caches.from_listing("/r", "f");
   ASSERT_TRUE(found && *found);
-  EXPECT_FALSE(caches.from_listing("/r", "g"));  // unknown, not absent: ask the server
-  EXPECT_TRUE(caches.listing_for_readdir("/r"));  // young: a tree walk opens it next
-  clock.now += Caches::kReadAheadServesReaddir;
-  EXPECT_FALSE(caches.listing_for_readdir("/r"));  // nobody asked for it in time: read afresh
-  found = caches.from_listing("/r", "f");
-  ASSERT_TRUE(found && *found);                    // still answers for the names it has
-  // Read by the application: authoritative.
-  ASSERT_TRUE(caches.put_listing_since("/r", listing, caches.listing_stamp()));
+  // Absent: the server said so when it was read; the lookup answers so only within negative_timeout
+  // of that moment, which dirs.age tells.
   auto absent = caches.from_listing("/r", "g");
   ASSERT_TRUE(absent);
   EXPECT_FALSE(*absent);
+  EXPECT_EQ(caches.dirs.age("/r"), 0ms);
+  EXPECT_TRUE(caches.listing_for_readdir("/r"));  // young: a tree walk opens it next
+  clock.now += Caches::kReadAheadServesReaddir;
+  EXPECT_FALSE(caches.listing_for_readdir("/r"));  // nobody asked for it in time: read afresh
+  EXPECT_EQ(caches.dirs.age("/r"), Caches::kReadAheadServesReaddir);
+  found = caches.from_listing("/r", "f");
+  ASSERT_TRUE(found && *found);                    // still answers for the names it has
+}
+
+TEST(Caches, ARemovedNameIsRememberedMissing) {
+  FakeClock clock;
+  Caches::Config config;
+  config.attr_ttl = config.dir_ttl = 5s;
+  config.negative_ttl = 1s;
+  Caches caches(config, clock.fn());
+  caches.attrs.put("/r/f", CachedAttrs{file_attrs(1), 0});
+  caches.attrs.put("/r/d/x", CachedAttrs{file_attrs(1), 0});
+  caches.removed("/r/f");
+  caches.removed("/r/d");
+  EXPECT_FALSE(caches.attrs.get("/r/f"));
+  EXPECT_EQ(caches.negative.age("/r/f"), 0ms);  // the negative rule's clock starts at the removal
+  EXPECT_TRUE(caches.negative.get("/r/d"));
+  EXPECT_FALSE(caches.attrs.get("/r/d/x"));
+  EXPECT_FALSE(caches.negative.get("/r/d/x"));  // only the name removed, not guesses below it
+  // A rename onto the name (removed, then added) or a create through this mount forgets it.
+  caches.added("/r/f", file_attrs(2));
+  EXPECT_FALSE(caches.negative.get("/r/f"));
+  // negative_timeout bounds it like any missing name: created elsewhere, it shows after that.
+  clock.now += 1s;
+  EXPECT_FALSE(caches.negative.get("/r/d"));
 }
 
 TEST(Caches, AListingReadWhileTheDirectoryChangedIsNotKept) {
