@@ -150,6 +150,22 @@ void Caches::changed(const std::string& path) {
   });
 }
 
+void Caches::dir_attributes_changed(const std::string& path) {
+  // A listing of the parent being read may carry the old attributes; one of `path` itself is still
+  // right (its names did not change), so `path` is not touched and its listing not dropped.
+  touch_dir(parent_path(path));
+  attrs.invalidate(path);
+  negative.invalidate(path);
+  const std::string name = leaf_name(path);
+  dirs.update(parent_path(path), [&](const DirListing& listing) {
+    return edited(listing, [&](std::vector<DirEntry>& entries) {
+      for (auto& e : entries) {
+        if (e.name == name) e.attrs = sftp::Attrs{};  // unknown: a lookup asks the server
+      }
+    });
+  });
+}
+
 void Caches::changed_unknown(const std::string& path) {
   dir_changed(parent_path(path));
   touch_dir(parent_path(path));

@@ -203,6 +203,9 @@ class Caches {
   // The attributes or data of the existing `path` changed: forget what we knew about it; in its
   // parent's listing the entry stays (the name still exists) but its attributes become unknown.
   void changed(const std::string& path);
+  // Only the attributes of the directory `path` changed (chmod, chown, utimens): as changed(), but its
+  // own listing stays (no name in it changed), so lookups inside are still answered locally.
+  void dir_attributes_changed(const std::string& path);
   // Something at `path` changed in a way we cannot describe (a failed request): forget it and its
   // parent's listing.
   void changed_unknown(const std::string& path);

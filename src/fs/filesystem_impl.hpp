@@ -304,6 +304,9 @@ struct Filesystem::Impl {
   // The node's attributes or data changed: what is cached under each of its names is stale (a file
   // with hard links made through this mount has several).
   void node_changed(Ino ino);
+  // A SETATTR `r` succeeded on the node (`before`: its attributes before, when known): as
+  // node_changed, but a directory keeps its listing when the change cannot alter what it lists.
+  void attributes_changed(Ino ino, const SetattrRequest& r, const std::optional<sftp::Attrs>& before);
 
   // ---- small client helpers ----
   void stat_path(const std::string& path, client::Callback<sftp::Attrs> done);

@@ -55,6 +55,19 @@ void Filesystem::Impl::node_changed(Ino ino) {
   for (const auto& path : inodes.paths(ino)) caches.changed(path);
 }
 
+void Filesystem::Impl::attributes_changed(Ino ino, const SetattrRequest& r, const std::optional<sftp::Attrs>& before) {
+  // chmod, chown or utimens change no name in a directory: its listing stays (rsync and unzip chmod
+  // each directory they make, then look up every name in it), unless the change could take away
+  // the access a readdir or lookup has: a read or search bit removed, an owner or group changed, or
+  // a mode change from a mode not known.
+  const bool access_kept =
+      !r.uid && !r.gid && !r.size &&
+      (!r.mode || (before && before->has(sftp::SSH_FILEXFER_ATTR_PERMISSIONS) &&
+                   (before->permissions & 0555 & ~*r.mode) == 0));
+  if (!access_kept || !S_ISDIR(inodes.type(ino))) return node_changed(ino);
+  for (const auto& path : inodes.paths(ino)) caches.dir_attributes_changed(path);
+}
+
 void Filesystem::Impl::reply_negative(fuse_req_t req) {
   reply_negative(req, std::chrono::milliseconds{0});
 }

@@ -1,5 +1,6 @@
-"""Round trips of the namespace (issue 9, cut 1): absent names answered from listings, a lookup
-waiting for the listing being read, removed names remembered missing. Each is checked for the requests it saves and for the negative rule: what the mount
+"""Round trips of the namespace (issue 9, cuts 1 and 3): absent names answered from listings, a
+lookup waiting for the listing being read, removed names remembered missing, listings kept across a
+directory's own attribute changes. Each is checked for the requests it saves and for the negative rule: what the mount
 shows is what the server has, except that a name created elsewhere may stay hidden for negative_timeout.
 
 The server is a private sshd whose sftp subsystem is bench/sftp-logger (OpenSSH's sftp-server logging
@@ -239,3 +240,32 @@ def test_with_cache_no_nothing_is_answered_from_a_listing_or_a_removal(logged, d
     (d / "a").write_text("a2")
     assert (m / "dir" / "a").read_text() == "a2"
     assert logged.count("lstat", d / "c") >= 2
+
+
+# ---- cut 3: a directory's own attribute change keeps its listing ---------------------------------
+
+def test_chmod_and_utimens_of_a_directory_keep_its_listing(logged, data, mounter):
+    m = mounter(data, OPTIONS)
+    os.mkdir(m / "new", 0o755)  # made here: known empty, then kept current
+    os.chmod(m / "new", 0o775)  # unzip and rsync chmod (and utime) each directory they make
+    os.utime(m / "new", (1_000_000, 1_000_000))
+    (m / "new" / "a").write_text("a")
+    os.utime(m / "new", (1_000_000, 1_000_000))
+    for name in ("b", "c"):
+        assert absent(m / "new" / name)
+        assert logged.count("lstat", data / "new" / name) == 0, "answered by the kept listing"
+    assert os.stat(m / "new").st_mode & 0o777 == 0o775
+    assert os.stat(m / "new").st_mtime == 1_000_000
+    assert sorted(os.listdir(m / "new")) == ["a"]
+    # Another client adds a name: shown after negative_timeout, like any other.
+    (data / "new" / "d").write_text("d")
+    time.sleep(NEGATIVE + 0.5)
+    assert (m / "new" / "d").read_text() == "d"
+
+
+def test_a_chmod_that_takes_away_access_drops_the_listing(logged, data, mounter):
+    m = mounter(data, OPTIONS)
+    os.mkdir(m / "shut", 0o755)
+    os.chmod(m / "shut", 0o700)  # read and search bits of group and others go
+    assert absent(m / "shut" / "x")
+    assert logged.count("lstat", data / "shut" / "x") == 1, "the server is asked"

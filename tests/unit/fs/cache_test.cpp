@@ -260,6 +260,34 @@ TEST(Caches, ARemovedNameIsRememberedMissing) {
   EXPECT_FALSE(caches.negative.get("/r/d"));
 }
 
+TEST(Caches, ADirectorysOwnAttributeChangeKeepsItsListing) {
+  FakeClock clock;
+  Caches::Config config;
+  config.attr_ttl = config.dir_ttl = config.negative_ttl = 5s;
+  Caches caches(config, clock.fn());
+  sftp::Attrs dir;
+  dir.set_permissions(040755).set_times(1, 1);
+  caches.put_listing("/r", std::make_shared<std::vector<DirEntry>>(std::vector<DirEntry>{{"d", dir, 2}}));
+  caches.put_listing("/r/d", std::make_shared<std::vector<DirEntry>>(std::vector<DirEntry>{{"f", file_attrs(1), 0}}));
+  uint64_t stamp = caches.listing_stamp();
+  caches.dir_attributes_changed("/r/d");
+  EXPECT_FALSE(caches.attrs.get("/r/d"));  // its own attributes are forgotten, here and in /r
+  auto entry = caches.from_listing("/r", "d");
+  ASSERT_TRUE(entry && *entry);
+  EXPECT_EQ((*entry)->attrs.flags, 0u);
+  auto absent = caches.from_listing("/r/d", "g");  // its listing still answers
+  ASSERT_TRUE(absent);
+  EXPECT_FALSE(*absent);
+  EXPECT_TRUE(caches.attrs.get("/r/d/f"));
+  // A listing of it being read meanwhile is still right; one of its parent is not.
+  auto empty = std::make_shared<std::vector<DirEntry>>();
+  EXPECT_TRUE(caches.put_listing_since("/r/d", empty, stamp));
+  EXPECT_FALSE(caches.put_listing_since("/r", empty, stamp));
+  // changed() (a chmod that could take access away) drops it.
+  caches.changed("/r/d");
+  EXPECT_FALSE(caches.dirs.get("/r/d"));
+}
+
 TEST(Caches, AListingReadWhileTheDirectoryChangedIsNotKept) {
   FakeClock clock;
   Caches::Config config;
