@@ -210,6 +210,7 @@ struct Filesystem::Impl {
   // could have run might be another file. Counted from before the request is sent to after its reply.
   std::atomic<uint64_t> namespace_changes{0};
   std::atomic<bool> append_flag_refused{false};  // the server refused SSH_FXF_APPEND once (open_now)
+  std::atomic<int> plain_rename_refuses{0};  // plain RENAME onto an existing name: 1 refused, -1 replaced, 0 unknown
   std::atomic<int> namespace_changes_running{0};
   struct NamespaceChange {
     explicit NamespaceChange(Impl* i) : impl(i) {

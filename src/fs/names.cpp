@@ -261,6 +261,14 @@ void Filesystem::Impl::unlink(fuse_req_t req, Ino parent, const char* name) {
   }));
 }
 
+namespace {
+// How servers refuse a plain RENAME onto an existing name: FAILURE (OpenSSH, paramiko) or
+// FILE_ALREADY_EXISTS (proftpd, asyncssh, gesftpserver), SFTP v3 having no code for it.
+bool refused_as_existing(const Error& e) {
+  return is_status(e, sftp::SSH_FX_FAILURE) || is_status(e, sftp::SSH_FX_FILE_ALREADY_EXISTS);
+}
+}  // namespace
+
 void Filesystem::Impl::rename(fuse_req_t req, Ino parent, const char* name, Ino newparent, const char* newname, unsigned flags) {
   if (flags & RENAME_EXCHANGE) return (void)fuse_reply_err(req, EINVAL);  // SFTP cannot swap atomically
   if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE)) return (void)fuse_reply_err(req, EINVAL);
@@ -302,25 +310,70 @@ void Filesystem::Impl::rename(fuse_req_t req, Ino parent, const char* name, Ino 
     }));
   };
 
-  auto do_rename = [this, f, t, done] {
-    if (client->features().has(sftp::kExtPosixRename)) return client->rename(f, t, tracked(done));
+  // Whether plain RENAME refuses an existing target (the SFTP v3 rule; OpenSSH, proftpd, gesftpserver,
+  // asyncssh and paramiko do) or replaces it (rclone) is learned from the first rename through this
+  // mount of a regular file onto a regular file: sent as plain RENAME, it either replaces (learned:
+  // replaces) or is refused and then done by posix-rename (learned: refuses; one round trip more,
+  // once). Only then may RENAME_NOREPLACE be one plain RENAME without an LSTAT first.
+  const auto from_ino = inodes.find(parent, n);
+  const auto to_ino = inodes.find(newparent, nn);
+  const bool learn = !(flags & RENAME_NOREPLACE) && plain_rename_refuses.load() == 0 && from_ino && to_ino &&
+                     S_ISREG(inodes.type(*from_ino)) && S_ISREG(inodes.type(*to_ino));
+  auto learned = [this](bool refuses) {
+    int unknown = 0;
+    if (plain_rename_refuses.compare_exchange_strong(unknown, refuses ? 1 : -1)) {
+      LOG_DEBUG("rename: plain RENAME %s an existing target on this server", refuses ? "refuses" : "replaces");
+    }
+  };
+
+  auto do_rename = [this, f, t, done, learn, learned] {
+    if (client->features().has(sftp::kExtPosixRename)) {
+      if (!learn) return client->rename(f, t, tracked(done));
+      return client->rename(f, t, tracked([this, f, t, done, learned](Status s) {
+        if (s || !refused_as_existing(s.error())) {
+          if (s) learned(false);  // it replaced the target (or another client had removed it: we stay careful)
+          return done(std::move(s));
+        }
+        client->rename(f, t, tracked([done, learned](Status again) {
+          if (again) learned(true);
+          done(std::move(again));
+        }));
+      }), /*plain=*/true);
+    }
     // Plain RENAME refuses an existing target on most servers: remove a file target first. Not
     // atomic: between the two requests the target name is briefly absent.
-    client->rename(f, t, tracked([this, f, t, done](Status s) {
+    client->rename(f, t, tracked([this, f, t, done, learn, learned](Status s) {
+      if (s && learn) learned(false);
       if (s || !is_status(s.error(), sftp::SSH_FX_FAILURE)) return done(std::move(s));
-      client->lstat(t, tracked([this, f, t, done, s](Result<sftp::Attrs> a) {
+      client->lstat(t, tracked([this, f, t, done, s, learn, learned](Result<sftp::Attrs> a) {
         if (!a || S_ISDIR(a->permissions)) return done(s);
-        client->remove(t, tracked([this, f, t, done](Status removed) {
+        client->remove(t, tracked([this, f, t, done, learn, learned](Status removed) {
           if (!removed) return done(std::move(removed));
-          client->rename(f, t, tracked(done));
+          client->rename(f, t, tracked([done, learn, learned](Status again) {
+            if (again && learn) learned(true);
+            done(std::move(again));
+          }));
         }));
       }));
     }));
   };
 
   if (flags & RENAME_NOREPLACE) {
-    // Check, then rename: another client could create the target between the two requests; SFTP
-    // offers no atomic "rename unless exists" (plain RENAME is that on OpenSSH, but not everywhere).
+    if (plain_rename_refuses.load() == 1) {
+      // The server refuses an existing target itself: one request, no race with other clients. Its
+      // FAILURE means EEXIST only when an LSTAT shows the target (a name our caches may have
+      // thought absent: they forget it).
+      return client->rename(f, t, tracked([this, req, t, done](Status s) {
+        if (s || !refused_as_existing(s.error())) return done(std::move(s));
+        client->lstat(t, tracked([this, req, t, done, s](Result<sftp::Attrs> a) mutable {
+          if (!a) return done(std::move(s));
+          caches.changed_unknown(t);
+          fuse_reply_err(req, EEXIST);
+        }));
+      }), /*plain=*/true);
+    }
+    // Check, then rename: another client could create the target between the two requests (until
+    // the server is known to refuse an existing target, above).
     return client->lstat(t, tracked([this, req, t, do_rename](Result<sftp::Attrs> a) {
       if (a) return (void)fuse_reply_err(req, EEXIST);
       if (!is_status(a.error(), sftp::SSH_FX_NO_SUCH_FILE)) return reply_error(req, a.error());

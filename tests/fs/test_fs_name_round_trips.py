@@ -1,12 +1,14 @@
-"""Round trips of the namespace (issue 9, cuts 1 and 3): absent names answered from listings, a
+"""Round trips of the namespace (issue 9, cuts 1, 3 and 7): absent names answered from listings, a
 lookup waiting for the listing being read, removed names remembered missing, listings kept across a
-directory's own attribute changes. Each is checked for the requests it saves and for the negative rule: what the mount
+directory's own attribute changes, RENAME_NOREPLACE as one plain RENAME on a server known to refuse an
+existing target. Each is checked for the requests it saves and for the negative rule: what the mount
 shows is what the server has, except that a name created elsewhere may stay hidden for negative_timeout.
 
 The server is a private sshd whose sftp subsystem is bench/sftp-logger (OpenSSH's sftp-server logging
 every request), so each test counts the requests that reached the server by path. "Another client" is
 this test writing straight into the server's directory on the local disk.
 """
+import ctypes
 import errno
 import os
 import re
@@ -269,3 +271,50 @@ def test_a_chmod_that_takes_away_access_drops_the_listing(logged, data, mounter)
     os.chmod(m / "shut", 0o700)  # read and search bits of group and others go
     assert absent(m / "shut" / "x")
     assert logged.count("lstat", data / "shut" / "x") == 1, "the server is asked"
+
+
+# ---- cut 7: RENAME_NOREPLACE without the LSTAT where plain RENAME refuses an existing target -------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+RENAME_NOREPLACE = 1
+AT_FDCWD = -100
+
+
+def rename_noreplace(old, new):
+    if _libc.renameat2(AT_FDCWD, os.fsencode(str(old)), AT_FDCWD, os.fsencode(str(new)), RENAME_NOREPLACE) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), str(new))
+
+
+def test_noreplace_is_checked_first_until_the_server_is_known_to_refuse(logged, data, mounter):
+    make_files(data, ["src", "taken"])
+    m = mounter(data, OPTIONS)
+    rename_noreplace(m / "src", m / "new")
+    assert (data / "new").read_text() == "src"
+    assert logged.count("lstat", data / "new") >= 1, "nothing learned yet: LSTAT, then rename"
+    with pytest.raises(FileExistsError):
+        rename_noreplace(m / "new", m / "taken")
+    assert (data / "taken").read_text() == "taken" and (data / "new").read_text() == "src"
+
+
+def test_noreplace_is_one_rename_once_the_server_refused_an_existing_target(logged, data, mounter):
+    make_files(data, ["a", "b", "src1", "src2"])
+    m = mounter(data, OPTIONS)
+    os.rename(m / "a", m / "b")  # a file over a file: plain RENAME, refused, then posix-rename: learned
+    assert not (data / "a").exists() and (data / "b").read_text() == "a"
+    assert sorted(os.listdir(m)) == ["b", "src1", "src2"]
+    rename_noreplace(m / "src1", m / "new1")
+    assert (data / "new1").read_text() == "src1"
+    assert logged.count("lstat", data / "new1") == 0, "one plain RENAME, no LSTAT before it"
+    # Another client takes a name the mount thinks is free (its listing says absent): the server
+    # refuses, an LSTAT confirms, EEXIST; nothing on the server changed, and the name shows once
+    # the kernel's negative entry (negative_timeout) is over.
+    (data / "late").write_text("theirs")
+    with pytest.raises(FileExistsError):
+        rename_noreplace(m / "src2", m / "late")
+    assert (data / "late").read_text() == "theirs" and (data / "src2").read_text() == "src2"
+    time.sleep(NEGATIVE + 0.5)
+    assert (m / "late").read_text() == "theirs"
+    # A plain rename over an existing file still replaces it (posix-rename).
+    os.rename(m / "src2", m / "late")
+    assert (data / "late").read_text() == "src2" and not (data / "src2").exists()
