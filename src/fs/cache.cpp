@@ -15,7 +15,8 @@ Caches::Caches(Config config, ClockFn clock)
       dirs(config.dir_ttl, config.max_dirs, clock),
       negative(config.negative_ttl, config.max_negative, clock),
       read_ahead(config.dir_ttl, config.max_dirs, clock),
-      read_ahead_young(std::min(config.dir_ttl, std::chrono::milliseconds(kReadAheadServesReaddir)), config.max_dirs, clock) {}
+      read_ahead_young(std::min(config.dir_ttl, std::max(kReadAheadServesReaddir, config.negative_ttl)), config.max_dirs,
+                       clock) {}
 
 std::optional<DirListing> Caches::listing_for_readdir(const std::string& dir_path) const {
   auto listing = dirs.get(dir_path);

@@ -176,9 +176,10 @@ class Caches {
   TtlMap<DirListing> dirs;
   TtlMap<bool> negative;
   TtlMap<bool> read_ahead;  // listings in `dirs` that were read ahead (they serve a readdir only while young)
-  // A listing read ahead serves a readdir only this long after it was read: an application walking a
-  // tree opens the directory within moments; later, a readdir nobody prepared for reads afresh, so a
-  // change made elsewhere shows at once, as it would without the read-ahead.
+  // A listing read ahead serves a readdir only this long after it was read, or negative_timeout when
+  // longer (a name created elsewhere then shows in a readdir as soon as a lookup would find it): an
+  // application walking a tree opens the directory within moments, or seconds when it reads every
+  // file on the way (grep -r); later, a readdir nobody prepared for reads afresh.
   static constexpr std::chrono::milliseconds kReadAheadServesReaddir{2000};
   TtlMap<bool> read_ahead_young;
   // The listing a readdir may be served from, if any.

@@ -1,7 +1,7 @@
-"""Round trips of the namespace (issue 9, cuts 1, 3 and 7): absent names answered from listings, a
+"""Round trips of the namespace (issue 9, cuts 1, 3, 7 and 8): absent names answered from listings, a
 lookup waiting for the listing being read, removed names remembered missing, listings kept across a
 directory's own attribute changes, RENAME_NOREPLACE as one plain RENAME on a server known to refuse an
-existing target. Each is checked for the requests it saves and for the negative rule: what the mount
+existing target, a walk's readdir served from the listing read ahead. Each is checked for the requests it saves and for the negative rule: what the mount
 shows is what the server has, except that a name created elsewhere may stay hidden for negative_timeout.
 
 The server is a private sshd whose sftp subsystem is bench/sftp-logger (OpenSSH's sftp-server logging
@@ -318,3 +318,23 @@ def test_noreplace_is_one_rename_once_the_server_refused_an_existing_target(logg
     # A plain rename over an existing file still replaces it (posix-rename).
     os.rename(m / "src2", m / "late")
     assert (data / "late").read_text() == "src2" and not (data / "src2").exists()
+
+
+# ---- cut 8: a walk's readdir served from the listing read ahead, within negative_timeout ----------
+
+def test_a_walk_opens_subdirectories_from_their_listings_read_ahead(logged, data, mounter):
+    tree = data / "tree"
+    for i in range(3):
+        (tree / f"d{i}").mkdir(parents=True)
+        make_files(tree / f"d{i}", ["a", "b"])
+    m = mounter(data, ["negative_timeout=4"])
+    assert sorted(os.listdir(m / "tree")) == ["d0", "d1", "d2"]  # reads d0..d2 ahead
+    assert wait_until(lambda: all(logged.count("opendir", tree / f"d{i}") == 1 for i in range(3)), timeout=5)
+    time.sleep(2.5)  # a walk that reads every file on the way (grep -r) gets to d0 seconds later
+    assert sorted(os.listdir(m / "tree" / "d0")) == ["a", "b"]
+    assert logged.count("opendir", tree / "d0") == 1, "served from the listing read ahead"
+    # Another client adds a name: a readdir shows it once negative_timeout has passed since the reading.
+    (tree / "d1" / "new").write_text("n")
+    time.sleep(2.0)
+    assert sorted(os.listdir(m / "tree" / "d1")) == ["a", "b", "new"]
+    assert logged.count("opendir", tree / "d1") == 2

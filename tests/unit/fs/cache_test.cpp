@@ -217,7 +217,8 @@ TEST(Caches, ListingsFollowWhatThisMountAddsAndRemoves) {
 TEST(Caches, ListingsReadAheadAnswerForAbsentNamesToo) {
   FakeClock clock;
   Caches::Config config;
-  config.attr_ttl = config.dir_ttl = config.negative_ttl = 5s;
+  config.attr_ttl = config.dir_ttl = 5s;
+  config.negative_ttl = 3s;
   Caches caches(config, clock.fn());
   auto listing = std::make_shared<std::vector<DirEntry>>(std::vector<DirEntry>{{"f", file_attrs(3), 0}});
   ASSERT_TRUE(caches.put_listing_since("/r", listing, caches.listing_stamp(), /*read_ahead=*/true));
@@ -231,10 +232,26 @@ TEST(Caches, ListingsReadAheadAnswerForAbsentNamesToo) {
   EXPECT_EQ(caches.dirs.age("/r"), 0ms);
   EXPECT_TRUE(caches.listing_for_readdir("/r"));  // young: a tree walk opens it next
   clock.now += Caches::kReadAheadServesReaddir;
+  EXPECT_TRUE(caches.listing_for_readdir("/r"));  // negative_timeout (3 s) is longer than 2 s
+  clock.now += 1s;
   EXPECT_FALSE(caches.listing_for_readdir("/r"));  // nobody asked for it in time: read afresh
-  EXPECT_EQ(caches.dirs.age("/r"), Caches::kReadAheadServesReaddir);
+  EXPECT_EQ(caches.dirs.age("/r"), 3s);
   found = caches.from_listing("/r", "f");
   ASSERT_TRUE(found && *found);                    // still answers for the names it has
+}
+
+TEST(Caches, AListingReadAheadServesAReaddirAtLeastTwoSeconds) {
+  FakeClock clock;
+  Caches::Config config;
+  config.attr_ttl = config.dir_ttl = 20s;
+  config.negative_ttl = 1s;
+  Caches caches(config, clock.fn());
+  auto listing = std::make_shared<std::vector<DirEntry>>();
+  ASSERT_TRUE(caches.put_listing_since("/r", listing, caches.listing_stamp(), /*read_ahead=*/true));
+  clock.now += 1500ms;
+  EXPECT_TRUE(caches.listing_for_readdir("/r"));
+  clock.now += 500ms;
+  EXPECT_FALSE(caches.listing_for_readdir("/r"));
 }
 
 TEST(Caches, ARemovedNameIsRememberedMissing) {
