@@ -359,9 +359,9 @@ void Client::remove(std::string path, Done done) {
                 return !attrs && attrs.error().kind == Error::Kind::sftp_status && attrs.error().code == sftp::SSH_FX_NO_SUCH_FILE;
               }));
 }
-void Client::rename(std::string old_path, std::string new_path, Done done) {
-  auto packet = features().has(sftp::kExtPosixRename) ? sftp::build_posix_rename(0, old_path, new_path)
-                                                      : sftp::build_rename(0, old_path, new_path);
+void Client::rename(std::string old_path, std::string new_path, Done done, bool plain) {
+  auto packet = !plain && features().has(sftp::kExtPosixRename) ? sftp::build_posix_rename(0, old_path, new_path)
+                                                                 : sftp::build_rename(0, old_path, new_path);
   const size_t index = impl_->pick();
   Impl* impl = impl_.get();
   // A replayed rename that fails was done by the first send when the old name is gone and the new

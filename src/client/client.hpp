@@ -66,8 +66,8 @@ class Client {
   void rmdir(std::string path, Done done);
   void remove(std::string path, Done done);
   // posix-rename@openssh.com when offered (atomic replace); else plain RENAME, which most servers
-  // refuse when new_path exists.
-  void rename(std::string old_path, std::string new_path, Done done);
+  // refuse when new_path exists. `plain`: plain RENAME even when posix-rename is offered.
+  void rename(std::string old_path, std::string new_path, Done done, bool plain = false);
   void hardlink(std::string old_path, std::string new_path, Done done);  // unsupported when absent
   void statvfs(std::string path, Callback<sftp::Statvfs> done);          // unsupported when absent
   void home_directory(std::string user, Callback<std::string> done);

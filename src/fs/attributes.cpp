@@ -197,7 +197,7 @@ void Filesystem::Impl::setattr(fuse_req_t req, Ino ino, const struct stat* attr,
               truncated_through_mount(ino, *r.size);
               data_changed(ino);  // reads prefetched while the truncation was on its way
             }
-            node_changed(ino);
+            attributes_changed(ino, r, current);
             sftp::Attrs now;
             if (known_result) {
               now = merge_attrs(*current, sent);

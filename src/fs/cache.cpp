@@ -15,7 +15,8 @@ Caches::Caches(Config config, ClockFn clock)
       dirs(config.dir_ttl, config.max_dirs, clock),
       negative(config.negative_ttl, config.max_negative, clock),
       read_ahead(config.dir_ttl, config.max_dirs, clock),
-      read_ahead_young(std::min(config.dir_ttl, std::chrono::milliseconds(kReadAheadServesReaddir)), config.max_dirs, clock) {}
+      read_ahead_young(std::min(config.dir_ttl, std::max(kReadAheadServesReaddir, config.negative_ttl)), config.max_dirs,
+                       clock) {}
 
 std::optional<DirListing> Caches::listing_for_readdir(const std::string& dir_path) const {
   auto listing = dirs.get(dir_path);
@@ -89,10 +90,7 @@ std::optional<std::optional<DirEntry>> Caches::from_listing(const std::string& d
   if (!listing) return std::nullopt;
   const auto& entries = **listing;
   auto it = std::find_if(entries.begin(), entries.end(), [&](const DirEntry& e) { return e.name == name; });
-  if (it == entries.end()) {
-    if (read_ahead.get(dir_path)) return std::nullopt;  // not authoritative for absent names
-    return std::optional<DirEntry>{};
-  }
+  if (it == entries.end()) return std::optional<DirEntry>{};
   return std::optional<DirEntry>{*it};
 }
 
@@ -143,6 +141,22 @@ void Caches::changed(const std::string& path) {
   attrs.invalidate(path);
   negative.invalidate(path);
   dirs.invalidate(path);
+  const std::string name = leaf_name(path);
+  dirs.update(parent_path(path), [&](const DirListing& listing) {
+    return edited(listing, [&](std::vector<DirEntry>& entries) {
+      for (auto& e : entries) {
+        if (e.name == name) e.attrs = sftp::Attrs{};  // unknown: a lookup asks the server
+      }
+    });
+  });
+}
+
+void Caches::dir_attributes_changed(const std::string& path) {
+  // A listing of the parent being read may carry the old attributes; one of `path` itself is still
+  // right (its names did not change), so `path` is not touched and its listing not dropped.
+  touch_dir(parent_path(path));
+  attrs.invalidate(path);
+  negative.invalidate(path);
   const std::string name = leaf_name(path);
   dirs.update(parent_path(path), [&](const DirListing& listing) {
     return edited(listing, [&](std::vector<DirEntry>& entries) {
@@ -210,6 +224,7 @@ void Caches::removed(const std::string& path) {
   attrs.invalidate_tree(path);
   negative.invalidate_tree(path);
   dirs.invalidate_tree(path);
+  negative.put(path, true);  // the server's OK says the name is gone; a lookup next needs no LSTAT
   const std::string name = leaf_name(path);
   dirs.update(parent_path(path), [&](const DirListing& listing) {
     return edited(listing, [&](std::vector<DirEntry>& entries) {

@@ -175,10 +175,11 @@ class Caches {
   TtlMap<CachedAttrs> attrs;
   TtlMap<DirListing> dirs;
   TtlMap<bool> negative;
-  TtlMap<bool> read_ahead;  // listings in `dirs` that were read ahead
-  // A listing read ahead serves a readdir only this long after it was read: an application walking a
-  // tree opens the directory within moments; later, a readdir nobody prepared for reads afresh, so a
-  // change made elsewhere shows at once, as it would without the read-ahead.
+  TtlMap<bool> read_ahead;  // listings in `dirs` that were read ahead (they serve a readdir only while young)
+  // A listing read ahead serves a readdir only this long after it was read, or negative_timeout when
+  // longer (a name created elsewhere then shows in a readdir as soon as a lookup would find it): an
+  // application walking a tree opens the directory within moments, or seconds when it reads every
+  // file on the way (grep -r); later, a readdir nobody prepared for reads afresh.
   static constexpr std::chrono::milliseconds kReadAheadServesReaddir{2000};
   TtlMap<bool> read_ahead_young;
   // The listing a readdir may be served from, if any.
@@ -191,17 +192,21 @@ class Caches {
   // mount made in the directory meanwhile would be missing from it. Take a stamp before reading and
   // record the listing with put_listing_since, which drops it if the directory changed since.
   uint64_t listing_stamp() const;
-  // `read_ahead`: read before the application asked. Such a listing answers for the names it has, but
-  // not for absent ones: a name another client created since is not hidden by a listing nobody asked
-  // for (only listings the application read, or of directories this mount created, say "absent").
+  // `read_ahead`: read before the application asked (it serves a readdir only while young). Like any
+  // listing it says "absent" for the names it lacks; the caller answers so only within
+  // negative_timeout of the listing's reading (`dirs.age`), as for a negative entry.
   bool put_listing_since(const std::string& dir_path, DirListing listing, uint64_t stamp, bool read_ahead = false);
   // Looks for `name` in a fresh listing of `dir_path`: nullopt = no listing; a listing without the
-  // name answers "absent" (an entry with an empty name).
+  // name answers "absent" (an entry with an empty name). The caller checks the listing's age before
+  // answering "absent" (the negative rule).
   std::optional<std::optional<DirEntry>> from_listing(const std::string& dir_path, std::string_view name) const;
 
   // The attributes or data of the existing `path` changed: forget what we knew about it; in its
   // parent's listing the entry stays (the name still exists) but its attributes become unknown.
   void changed(const std::string& path);
+  // Only the attributes of the directory `path` changed (chmod, chown, utimens): as changed(), but its
+  // own listing stays (no name in it changed), so lookups inside are still answered locally.
+  void dir_attributes_changed(const std::string& path);
   // Something at `path` changed in a way we cannot describe (a failed request): forget it and its
   // parent's listing.
   void changed_unknown(const std::string& path);
@@ -214,7 +219,8 @@ class Caches {
   void added(const std::string& path, const std::optional<sftp::Attrs>& attrs, uint32_t nlink = 0);
   // This mount created the directory `path`: it is empty.
   void created_empty_dir(const std::string& path);
-  // This mount removed `path` (and everything below it): its parent's listing loses the name.
+  // This mount removed `path` (and everything below it): its parent's listing loses the name, and the
+  // name is remembered missing (the server just said so: the negative rule's clock starts now).
   void removed(const std::string& path);
 
   // A rename moved whole subtrees: listings being read now may describe the old state.

@@ -115,6 +115,17 @@ std::shared_ptr<DirHandle> Filesystem::Impl::listing_being_read(const std::strin
   return it == listings_ahead.end() ? nullptr : it->second;
 }
 
+bool Filesystem::Impl::when_listing_read(const std::string& path, std::function<void()> then) {
+  auto ahead = listing_being_read(path);
+  if (!ahead) return false;
+  {
+    std::lock_guard lock(ahead->mutex);
+    if (ahead->complete) return false;  // done: its listing (if kept) is in the cache already
+    ahead->on_complete.push_back(std::move(then));
+  }
+  return true;
+}
+
 std::shared_ptr<DirHandle> Filesystem::Impl::pending_view(const std::shared_ptr<DirHandle>& ahead, Ino ino) {
   auto view = std::make_shared<DirHandle>(ino, ahead->path);
   bool done = false;

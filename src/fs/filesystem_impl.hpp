@@ -211,6 +211,7 @@ struct Filesystem::Impl {
   // could have run might be another file. Counted from before the request is sent to after its reply.
   std::atomic<uint64_t> namespace_changes{0};
   std::atomic<bool> append_flag_refused{false};  // the server refused SSH_FXF_APPEND once (open_now)
+  std::atomic<int> plain_rename_refuses{0};  // plain RENAME onto an existing name: 1 refused, -1 replaced, 0 unknown
   std::atomic<int> namespace_changes_running{0};
   struct NamespaceChange {
     explicit NamespaceChange(Impl* i) : impl(i) {
@@ -305,6 +306,9 @@ struct Filesystem::Impl {
   // The node's attributes or data changed: what is cached under each of its names is stale (a file
   // with hard links made through this mount has several).
   void node_changed(Ino ino);
+  // A SETATTR `r` succeeded on the node (`before`: its attributes before, when known): as
+  // node_changed, but a directory keeps its listing when the change cannot alter what it lists.
+  void attributes_changed(Ino ino, const SetattrRequest& r, const std::optional<sftp::Attrs>& before);
 
   // ---- small client helpers ----
   void stat_path(const std::string& path, client::Callback<sftp::Attrs> done);
@@ -337,6 +341,8 @@ struct Filesystem::Impl {
 
   void init(fuse_conn_info* conn);
   void lookup(fuse_req_t req, Ino parent, const char* name);
+  // `may_wait`: a listing of the parent being read is waited for instead of sending an LSTAT.
+  void lookup_name(fuse_req_t req, Ino parent, const std::string& name, bool may_wait);
   void forget(Ino ino, uint64_t nlookup);
   void getattr(fuse_req_t req, Ino ino, fuse_file_info* fi);
   // access(2) and chdir when the kernel does not check permissions itself (no default_permissions).
@@ -405,6 +411,9 @@ struct Filesystem::Impl {
   std::unordered_map<std::string, std::shared_ptr<DirHandle>> listings_ahead;
 
   std::shared_ptr<DirHandle> listing_being_read(const std::string& path);
+  // Runs `then` once the listing of `path` being read ahead is complete (and cached, if kept);
+  // false, and nothing runs, when no such listing is being read.
+  bool when_listing_read(const std::string& path, std::function<void()> then);
 
   // A kernel directory handle served by a listing that is being read ahead: it completes with it.
   std::shared_ptr<DirHandle> pending_view(const std::shared_ptr<DirHandle>& ahead, Ino ino);

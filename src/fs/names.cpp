@@ -55,6 +55,19 @@ void Filesystem::Impl::node_changed(Ino ino) {
   for (const auto& path : inodes.paths(ino)) caches.changed(path);
 }
 
+void Filesystem::Impl::attributes_changed(Ino ino, const SetattrRequest& r, const std::optional<sftp::Attrs>& before) {
+  // chmod, chown or utimens change no name in a directory: its listing stays (rsync and unzip chmod
+  // each directory they make, then look up every name in it), unless the change could take away
+  // the access a readdir or lookup has: a read or search bit removed, an owner or group changed, or
+  // a mode change from a mode not known.
+  const bool access_kept =
+      !r.uid && !r.gid && !r.size &&
+      (!r.mode || (before && before->has(sftp::SSH_FILEXFER_ATTR_PERMISSIONS) &&
+                   (before->permissions & 0555 & ~*r.mode) == 0));
+  if (!access_kept || !S_ISDIR(inodes.type(ino))) return node_changed(ino);
+  for (const auto& path : inodes.paths(ino)) caches.dir_attributes_changed(path);
+}
+
 void Filesystem::Impl::reply_negative(fuse_req_t req) {
   reply_negative(req, std::chrono::milliseconds{0});
 }
@@ -74,19 +87,24 @@ void Filesystem::Impl::reply_negative(fuse_req_t req, std::chrono::milliseconds 
 
 void Filesystem::Impl::lookup(fuse_req_t req, Ino parent, const char* name) {
   if (name_too_long(name)) return (void)fuse_reply_err(req, ENAMETOOLONG);
-  auto path = inodes.child_path(parent, name);
+  lookup_name(req, parent, name, true);
+}
+
+void Filesystem::Impl::lookup_name(fuse_req_t req, Ino parent, const std::string& n, bool may_wait) {
+  auto path = inodes.child_path(parent, n);
   if (!path) return (void)fuse_reply_err(req, ENOENT);
-  std::string n = name;
   // The negative rule: a missing name is remembered (here and, through the entry timeout, by the
   // kernel) at most negative_timeout from when the server said it was missing, so a name created
   // elsewhere shows within negative_timeout of its creation. A cached "missing" or a listing without
-  // the name answers only for what is left of that time.
+  // the name (read by the application or ahead of it: the server said the same) answers only for
+  // what is left of that time.
   if (auto age = caches.negative.age(*path)) return reply_negative(req, *age);
   if (auto cached = caches.attrs.get(*path)) return reply_entry(req, parent, n, cached->attrs, cached->nlink);
   if (!opt.follow_symlinks) {
-    if (auto listed = caches.from_listing(Caches::parent_path(*path), n)) {
+    const std::string dir_path = Caches::parent_path(*path);
+    if (auto listed = caches.from_listing(dir_path, n)) {
       if (!*listed) {
-        auto age = caches.dirs.age(Caches::parent_path(*path));
+        auto age = caches.dirs.age(dir_path);
         if (age && seconds(*age) < negative_timeout) return reply_negative(req, *age);
         // Older than that: the server says (below).
       }
@@ -94,9 +112,14 @@ void Filesystem::Impl::lookup(fuse_req_t req, Ino parent, const char* name) {
       if (*listed && (*listed)->attrs.has(sftp::SSH_FILEXFER_ATTR_PERMISSIONS)) {
         return reply_entry(req, parent, n, (*listed)->attrs, (*listed)->nlink);
       }
-    } else {
-      // Its siblings will likely be looked up too (git status, make): read the directory, once.
-      read_listing_ahead(Caches::parent_path(*path));
+    } else if (may_wait && opt.cache) {
+      // The directory's listing is already being read (a lookup before this one started it, or a
+      // walk read it ahead): it answers in about the time an LSTAT would, and then for every
+      // sibling too. Asked again once it is in; without a usable listing then, the server says.
+      if (when_listing_read(dir_path, [this, req, parent, n] { lookup_name(req, parent, n, false); })) return;
+      // Its siblings will likely be looked up too (git status, make, gcc's -I directories): read
+      // the directory, once.
+      read_listing_ahead(dir_path);
     }
     // If the name is a directory, it is usually opened next (ls DIR, cd, a walk): an OPENDIR sent
     // along with the LSTAT saves that round trip; for a file it fails at once, harmlessly.
@@ -112,10 +135,10 @@ void Filesystem::Impl::lookup(fuse_req_t req, Ino parent, const char* name) {
       return reply_error(req, r.error());
     }
     caches.attrs.put(p, CachedAttrs{*r, 0});
-    // A listing read ahead that lacks this name is out of date (created elsewhere since): drop it,
-    // so the next readdir asks the server.
+    // A listing that lacks this name is out of date (created elsewhere since, and older than
+    // negative_timeout, or it would have answered): drop it, so the next readdir asks the server.
     const std::string dir_path = Caches::parent_path(p);
-    if (caches.dirs.get(dir_path) && !caches.from_listing(dir_path, n)) caches.dirs.invalidate(dir_path);
+    if (auto listed = caches.from_listing(dir_path, n); listed && !*listed) caches.dirs.invalidate(dir_path);
     reply_entry(req, parent, n, *r);
   });
 }
@@ -238,6 +261,14 @@ void Filesystem::Impl::unlink(fuse_req_t req, Ino parent, const char* name) {
   }));
 }
 
+namespace {
+// How servers refuse a plain RENAME onto an existing name: FAILURE (OpenSSH, paramiko) or
+// FILE_ALREADY_EXISTS (proftpd, asyncssh, gesftpserver), SFTP v3 having no code for it.
+bool refused_as_existing(const Error& e) {
+  return is_status(e, sftp::SSH_FX_FAILURE) || is_status(e, sftp::SSH_FX_FILE_ALREADY_EXISTS);
+}
+}  // namespace
+
 void Filesystem::Impl::rename(fuse_req_t req, Ino parent, const char* name, Ino newparent, const char* newname, unsigned flags) {
   if (flags & RENAME_EXCHANGE) return (void)fuse_reply_err(req, EINVAL);  // SFTP cannot swap atomically
   if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE)) return (void)fuse_reply_err(req, EINVAL);
@@ -279,25 +310,70 @@ void Filesystem::Impl::rename(fuse_req_t req, Ino parent, const char* name, Ino 
     }));
   };
 
-  auto do_rename = [this, f, t, done] {
-    if (client->features().has(sftp::kExtPosixRename)) return client->rename(f, t, tracked(done));
+  // Whether plain RENAME refuses an existing target (the SFTP v3 rule; OpenSSH, proftpd, gesftpserver,
+  // asyncssh and paramiko do) or replaces it (rclone) is learned from the first rename through this
+  // mount of a regular file onto a regular file: sent as plain RENAME, it either replaces (learned:
+  // replaces) or is refused and then done by posix-rename (learned: refuses; one round trip more,
+  // once). Only then may RENAME_NOREPLACE be one plain RENAME without an LSTAT first.
+  const auto from_ino = inodes.find(parent, n);
+  const auto to_ino = inodes.find(newparent, nn);
+  const bool learn = !(flags & RENAME_NOREPLACE) && plain_rename_refuses.load() == 0 && from_ino && to_ino &&
+                     S_ISREG(inodes.type(*from_ino)) && S_ISREG(inodes.type(*to_ino));
+  auto learned = [this](bool refuses) {
+    int unknown = 0;
+    if (plain_rename_refuses.compare_exchange_strong(unknown, refuses ? 1 : -1)) {
+      LOG_DEBUG("rename: plain RENAME %s an existing target on this server", refuses ? "refuses" : "replaces");
+    }
+  };
+
+  auto do_rename = [this, f, t, done, learn, learned] {
+    if (client->features().has(sftp::kExtPosixRename)) {
+      if (!learn) return client->rename(f, t, tracked(done));
+      return client->rename(f, t, tracked([this, f, t, done, learned](Status s) {
+        if (s || !refused_as_existing(s.error())) {
+          if (s) learned(false);  // it replaced the target (or another client had removed it: we stay careful)
+          return done(std::move(s));
+        }
+        client->rename(f, t, tracked([done, learned](Status again) {
+          if (again) learned(true);
+          done(std::move(again));
+        }));
+      }), /*plain=*/true);
+    }
     // Plain RENAME refuses an existing target on most servers: remove a file target first. Not
     // atomic: between the two requests the target name is briefly absent.
-    client->rename(f, t, tracked([this, f, t, done](Status s) {
+    client->rename(f, t, tracked([this, f, t, done, learn, learned](Status s) {
+      if (s && learn) learned(false);
       if (s || !is_status(s.error(), sftp::SSH_FX_FAILURE)) return done(std::move(s));
-      client->lstat(t, tracked([this, f, t, done, s](Result<sftp::Attrs> a) {
+      client->lstat(t, tracked([this, f, t, done, s, learn, learned](Result<sftp::Attrs> a) {
         if (!a || S_ISDIR(a->permissions)) return done(s);
-        client->remove(t, tracked([this, f, t, done](Status removed) {
+        client->remove(t, tracked([this, f, t, done, learn, learned](Status removed) {
           if (!removed) return done(std::move(removed));
-          client->rename(f, t, tracked(done));
+          client->rename(f, t, tracked([done, learn, learned](Status again) {
+            if (again && learn) learned(true);
+            done(std::move(again));
+          }));
         }));
       }));
     }));
   };
 
   if (flags & RENAME_NOREPLACE) {
-    // Check, then rename: another client could create the target between the two requests; SFTP
-    // offers no atomic "rename unless exists" (plain RENAME is that on OpenSSH, but not everywhere).
+    if (plain_rename_refuses.load() == 1) {
+      // The server refuses an existing target itself: one request, no race with other clients. Its
+      // FAILURE means EEXIST only when an LSTAT shows the target (a name our caches may have
+      // thought absent: they forget it).
+      return client->rename(f, t, tracked([this, req, t, done](Status s) {
+        if (s || !refused_as_existing(s.error())) return done(std::move(s));
+        client->lstat(t, tracked([this, req, t, done, s](Result<sftp::Attrs> a) mutable {
+          if (!a) return done(std::move(s));
+          caches.changed_unknown(t);
+          fuse_reply_err(req, EEXIST);
+        }));
+      }), /*plain=*/true);
+    }
+    // Check, then rename: another client could create the target between the two requests (until
+    // the server is known to refuse an existing target, above).
     return client->lstat(t, tracked([this, req, t, do_rename](Result<sftp::Attrs> a) {
       if (a) return (void)fuse_reply_err(req, EEXIST);
       if (!is_status(a.error(), sftp::SSH_FX_NO_SUCH_FILE)) return reply_error(req, a.error());

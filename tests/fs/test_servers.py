@@ -2,6 +2,7 @@
 a smoke test of the everyday operations on each, then one test per server difference (docs/servers.md).
 Results are checked on the server side (its local directory). The rest of the filesystem tests run on
 one server at a time with scripts/test-servers.sh (SFTPFS_TEST_SERVER)."""
+import errno
 import os
 import subprocess
 from pathlib import Path
@@ -180,6 +181,24 @@ def test_hard_link_made_or_refused(server, area, smount):
     assert sh(f"stat -c %h '{mnt}/a'").stdout.strip() == ("2" if made else "1")
     if has(server, "hardlink"):
         assert made and os.stat(area / "a").st_ino == os.stat(area / "b").st_ino
+
+
+def test_rename_noreplace_never_replaces(server, area, smount):
+    """Plain RENAME onto an existing name: refused by most servers, done by rclone. sftpfs learns which
+    from its first rename of a file over a file; RENAME_NOREPLACE must never replace on either kind."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    mnt = smount(area)
+    for name in ("a", "b", "src"):
+        (area / name).write_text(name)
+    sh(f"mv '{mnt}/a' '{mnt}/b'")  # over an existing file: replaced, whatever plain RENAME does
+    assert not (area / "a").exists() and (area / "b").read_text() == "a"
+    sh(f"ls '{mnt}' >/dev/null")
+    (area / "late").write_text("theirs")  # behind the mount's back: its listing says absent
+    rc = libc.renameat2(-100, os.fsencode(f"{mnt}/src"), -100, os.fsencode(f"{mnt}/late"), 1)
+    err = ctypes.get_errno()
+    assert (area / "late").read_text() == "theirs", "RENAME_NOREPLACE replaced an existing file"
+    assert (rc, err) == (-1, errno.EEXIST) and (area / "src").read_text() == "src"
 
 
 def test_df_never_invents_numbers(server, area, smount):

@@ -214,26 +214,95 @@ TEST(Caches, ListingsFollowWhatThisMountAddsAndRemoves) {
   EXPECT_FALSE(caches.dirs.get("/r/new"));
 }
 
-TEST(Caches, ListingsReadAheadDoNotAnswerForAbsentNames) {
+TEST(Caches, ListingsReadAheadAnswerForAbsentNamesToo) {
   FakeClock clock;
   Caches::Config config;
-  config.attr_ttl = config.dir_ttl = config.negative_ttl = 5s;
+  config.attr_ttl = config.dir_ttl = 5s;
+  config.negative_ttl = 3s;
   Caches caches(config, clock.fn());
   auto listing = std::make_shared<std::vector<DirEntry>>(std::vector<DirEntry>{{"f", file_attrs(3), 0}});
   ASSERT_TRUE(caches.put_listing_since("/r", listing, caches.listing_stamp(), /*read_ahead=*/true));
   auto found = caches.from_listing("/r", "f");
   ASSERT_TRUE(found && *found);
-  EXPECT_FALSE(caches.from_listing("/r", "g"));  // unknown, not absent: ask the server
-  EXPECT_TRUE(caches.listing_for_readdir("/r"));  // young: a tree walk opens it next
-  clock.now += Caches::kReadAheadServesReaddir;
-  EXPECT_FALSE(caches.listing_for_readdir("/r"));  // nobody asked for it in time: read afresh
-  found = caches.from_listing("/r", "f");
-  ASSERT_TRUE(found && *found);                    // still answers for the names it has
-  // Read by the application: authoritative.
-  ASSERT_TRUE(caches.put_listing_since("/r", listing, caches.listing_stamp()));
+  // Absent: the server said so when it was read; the lookup answers so only within negative_timeout
+  // of that moment, which dirs.age tells.
   auto absent = caches.from_listing("/r", "g");
   ASSERT_TRUE(absent);
   EXPECT_FALSE(*absent);
+  EXPECT_EQ(caches.dirs.age("/r"), 0ms);
+  EXPECT_TRUE(caches.listing_for_readdir("/r"));  // young: a tree walk opens it next
+  clock.now += Caches::kReadAheadServesReaddir;
+  EXPECT_TRUE(caches.listing_for_readdir("/r"));  // negative_timeout (3 s) is longer than 2 s
+  clock.now += 1s;
+  EXPECT_FALSE(caches.listing_for_readdir("/r"));  // nobody asked for it in time: read afresh
+  EXPECT_EQ(caches.dirs.age("/r"), 3s);
+  found = caches.from_listing("/r", "f");
+  ASSERT_TRUE(found && *found);                    // still answers for the names it has
+}
+
+TEST(Caches, AListingReadAheadServesAReaddirAtLeastTwoSeconds) {
+  FakeClock clock;
+  Caches::Config config;
+  config.attr_ttl = config.dir_ttl = 20s;
+  config.negative_ttl = 1s;
+  Caches caches(config, clock.fn());
+  auto listing = std::make_shared<std::vector<DirEntry>>();
+  ASSERT_TRUE(caches.put_listing_since("/r", listing, caches.listing_stamp(), /*read_ahead=*/true));
+  clock.now += 1500ms;
+  EXPECT_TRUE(caches.listing_for_readdir("/r"));
+  clock.now += 500ms;
+  EXPECT_FALSE(caches.listing_for_readdir("/r"));
+}
+
+TEST(Caches, ARemovedNameIsRememberedMissing) {
+  FakeClock clock;
+  Caches::Config config;
+  config.attr_ttl = config.dir_ttl = 5s;
+  config.negative_ttl = 1s;
+  Caches caches(config, clock.fn());
+  caches.attrs.put("/r/f", CachedAttrs{file_attrs(1), 0});
+  caches.attrs.put("/r/d/x", CachedAttrs{file_attrs(1), 0});
+  caches.removed("/r/f");
+  caches.removed("/r/d");
+  EXPECT_FALSE(caches.attrs.get("/r/f"));
+  EXPECT_EQ(caches.negative.age("/r/f"), 0ms);  // the negative rule's clock starts at the removal
+  EXPECT_TRUE(caches.negative.get("/r/d"));
+  EXPECT_FALSE(caches.attrs.get("/r/d/x"));
+  EXPECT_FALSE(caches.negative.get("/r/d/x"));  // only the name removed, not guesses below it
+  // A rename onto the name (removed, then added) or a create through this mount forgets it.
+  caches.added("/r/f", file_attrs(2));
+  EXPECT_FALSE(caches.negative.get("/r/f"));
+  // negative_timeout bounds it like any missing name: created elsewhere, it shows after that.
+  clock.now += 1s;
+  EXPECT_FALSE(caches.negative.get("/r/d"));
+}
+
+TEST(Caches, ADirectorysOwnAttributeChangeKeepsItsListing) {
+  FakeClock clock;
+  Caches::Config config;
+  config.attr_ttl = config.dir_ttl = config.negative_ttl = 5s;
+  Caches caches(config, clock.fn());
+  sftp::Attrs dir;
+  dir.set_permissions(040755).set_times(1, 1);
+  caches.put_listing("/r", std::make_shared<std::vector<DirEntry>>(std::vector<DirEntry>{{"d", dir, 2}}));
+  caches.put_listing("/r/d", std::make_shared<std::vector<DirEntry>>(std::vector<DirEntry>{{"f", file_attrs(1), 0}}));
+  uint64_t stamp = caches.listing_stamp();
+  caches.dir_attributes_changed("/r/d");
+  EXPECT_FALSE(caches.attrs.get("/r/d"));  // its own attributes are forgotten, here and in /r
+  auto entry = caches.from_listing("/r", "d");
+  ASSERT_TRUE(entry && *entry);
+  EXPECT_EQ((*entry)->attrs.flags, 0u);
+  auto absent = caches.from_listing("/r/d", "g");  // its listing still answers
+  ASSERT_TRUE(absent);
+  EXPECT_FALSE(*absent);
+  EXPECT_TRUE(caches.attrs.get("/r/d/f"));
+  // A listing of it being read meanwhile is still right; one of its parent is not.
+  auto empty = std::make_shared<std::vector<DirEntry>>();
+  EXPECT_TRUE(caches.put_listing_since("/r/d", empty, stamp));
+  EXPECT_FALSE(caches.put_listing_since("/r", empty, stamp));
+  // changed() (a chmod that could take access away) drops it.
+  caches.changed("/r/d");
+  EXPECT_FALSE(caches.dirs.get("/r/d"));
 }
 
 TEST(Caches, AListingReadWhileTheDirectoryChangedIsNotKept) {
