@@ -32,6 +32,8 @@ constexpr size_t kLengthPrefix = 4;
 constexpr size_t kMaxBatchBytes = 512 * 1024;
 // libssh2 sends no keepalive unless an interval is configured, and treats 1 s as 2 s.
 constexpr std::chrono::seconds kMinKeepalive{2};
+// A request at least this large (a WRITE) is sent from its own buffer as a batch of its own.
+constexpr size_t kSendInPlaceBytes = 64 * 1024;
 // Requests this small measure the round trip (a large WRITE also measures the bandwidth).
 constexpr size_t kRttProbeSize = 512;
 
@@ -195,13 +197,22 @@ struct Connection::Impl {
     const auto now = Clock::now();
     while (!waiting.empty() && in_flight.size() < options.max_in_flight && out.size() < kMaxBatchBytes) {
       Queued& q = waiting.front();
+      // A large packet (a WRITE) alone in the batch is sent from its own buffer, not copied.
+      const bool alone = out.empty() && q.packet.size() >= kSendInPlaceBytes;
+      if (!out.empty() && q.packet.size() >= kSendInPlaceBytes) break;  // it gets a batch of its own
       uint32_t id = allocate_id();
       store_u32(q.packet.data() + sftp::kIdOffset, id);
-      out.insert(out.end(), q.packet.begin(), q.packet.end());
+      const size_t size = q.packet.size();
+      if (alone) {
+        out = std::move(q.packet);
+      } else {
+        out.insert(out.end(), q.packet.begin(), q.packet.end());
+      }
       auto deadline = q.deadline == Clock::time_point{} ? now + options.request_timeout : q.deadline;
-      in_flight.emplace(id, InFlight{std::move(q.on_reply), deadline, now, q.packet.size() <= kRttProbeSize});
+      in_flight.emplace(id, InFlight{std::move(q.on_reply), deadline, now, size <= kRttProbeSize});
       if (owed_since == Clock::time_point{}) owed_since = now;
       waiting.pop_front();
+      if (alone) break;
     }
   }
 
