@@ -59,7 +59,9 @@ void SmallFileReadAhead::directory_opened(const std::string& dir) {
   if (!enabled_) return;
   const auto now = Clock::now();
   std::lock_guard lock(mutex_);
-  if (dirs_.size() >= kMaxDirectories && !dirs_.count(dir)) {
+  // A directory remembered holds its listing: forget the ones past the listing cache's timeout
+  // before they add up (a walk opens thousands of directories).
+  if (dirs_.size() >= kMaxDirectories / 4 && !dirs_.count(dir)) {
     for (auto it = dirs_.begin(); it != dirs_.end();)
       it = now - it->second.listed_at > fs_.opt.dir_timeout ? dirs_.erase(it) : std::next(it);
     if (dirs_.size() >= kMaxDirectories) dirs_.clear();
