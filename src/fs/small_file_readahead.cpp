@@ -141,7 +141,10 @@ void SmallFileReadAhead::note_open(Ino ino, const std::string& path, bool served
     d.last = at;
     if (!d.done[at] && !served && small_regular_file((*listing)[at].attrs, now_seconds)) ++d.opens;
     d.done[at] = true;
-    if (!served && d.opens < kOpensToStart) return;
+    const auto since_served = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() -
+                              last_served_.load();
+    const size_t needed = since_served < kWalkGoesOn.count() ? 1 : kOpensToStart;
+    if (!served && d.opens < needed) return;
     size_t active = 0;
     for (const auto& [p, entry] : entries_) active += (entry->dir == dir && !entry->taken) ? 1 : 0;
     const size_t room = std::min(kPerDirectory - std::min(active, kPerDirectory),
@@ -298,6 +301,7 @@ void SmallFileReadAhead::serve(fuse_req_t req, Ino ino, fuse_file_info fi, const
     data = std::move(e->data);
   }
   ++served_;
+  last_served_ = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch()).count();
   fs_.finish_open(req, ino, &fi, remote, 0, std::nullopt, 0, {}, std::move(data), e->reserved);
 }
 

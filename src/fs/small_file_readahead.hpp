@@ -46,8 +46,11 @@ class SmallFileReadAhead : public std::enable_shared_from_this<SmallFileReadAhea
   // Larger files are left to the ordinary open and the sequential prefetch.
   static constexpr uint64_t kMaxFileSize = 64u << 10;
   // Opens of small files in a listed directory before the read-ahead starts: one open may be a look
-  // at a single file (`ls; cat README`); the second is a walk.
+  // at a single file (`ls; cat README`); the second is a walk. While a walk is going on (a file read
+  // ahead was served within kWalkGoesOn), the first open in the next directory starts it: a tree of
+  // directories with few files each would otherwise pay two opens per directory.
   static constexpr size_t kOpensToStart = 2;
+  static constexpr std::chrono::milliseconds kWalkGoesOn{5000};
   static constexpr std::chrono::milliseconds kMaxAge{2000};
   // Files whose mtime is this close to now are not read ahead (see the freshness rule above).
   static constexpr int64_t kRecentSeconds = 2;
@@ -114,6 +117,7 @@ class SmallFileReadAhead : public std::enable_shared_from_this<SmallFileReadAhea
   bool sweep_scheduled_ = false;
 
   std::atomic<uint64_t> started_{0}, served_{0}, discarded_{0};
+  std::atomic<int64_t> last_served_{-(int64_t{1} << 60)};  // steady clock, ms: the last open served from here
 };
 
 }  // namespace sftpfs::fs

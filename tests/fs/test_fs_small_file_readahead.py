@@ -114,6 +114,18 @@ def test_tools_over_a_tree_of_small_files_get_the_servers_bytes(mount, remote, t
     assert final["held"] <= MAX_HELD
 
 
+def test_during_a_walk_the_first_open_in_the_next_directory_starts_the_read_ahead(mount, remote):
+    for i in range(8):
+        make_dir(remote / "tree" / f"d{i}", 6, 2000)
+    mnt = mount(remote)
+    for i in range(8):
+        d = remote / "tree" / f"d{i}"
+        got = walk(mnt / "tree" / f"d{i}", server_order(d))
+        assert all(got[n] == (d / n).read_bytes() for n in got)
+    # The first directory needs two opens of the application's own; each next one only one.
+    assert counts(mnt)["served"] >= 4 + 7 * 5 - 3, counts(mnt)  # 4 + 7 * 4 without it
+
+
 def test_a_same_size_change_on_the_server_after_the_read_ahead_is_read_afresh_after_the_age_limit(mount, remote):
     make_dir(remote / "d", 30, 1000)
     order = server_order(remote / "d")
