@@ -211,12 +211,12 @@ os.rename(os.path.join(d, {renamed!r}), os.path.join(d, 'moved'))
 
 def test_files_larger_than_64_kib_are_not_read_ahead(mount, remote):
     make_dir(remote / "big", 20, 65537)
+    make_dir(remote / "edge", 20, 65536)
     mnt = mount(remote)
     order = server_order(remote / "big")
     got = walk(mnt / "big", order)
     assert all(got[n] == (remote / "big" / n).read_bytes() for n in order)
     assert counts(mnt)["started"] == 0
-    make_dir(remote / "edge", 20, 65536)
     order = server_order(remote / "edge")
     got = walk(mnt / "edge", order)
     assert all(got[n] == (remote / "edge" / n).read_bytes() for n in order)
