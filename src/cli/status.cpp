@@ -145,6 +145,8 @@ std::string format_status(const StatusSnapshot& s) {
       << " of " << human_bytes(s.fs.prefetch_budget) << "; written, not yet confirmed "
       << human_bytes(s.fs.write_behind_used) << " of " << human_bytes(s.fs.write_behind_budget) << "; "
       << s.fs.inodes << " inodes\n";
+  out << "small files read ahead: " << s.fs.small_files_started << " started, " << s.fs.small_files_served
+      << " served, " << s.fs.small_files_discarded << " discarded, " << s.fs.small_files_held << " held\n";
   return out.str();
 }
 

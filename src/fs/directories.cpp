@@ -77,6 +77,7 @@ void Filesystem::Impl::rmdir(fuse_req_t req, Ino parent, const char* name) {
 void Filesystem::Impl::opendir(fuse_req_t req, Ino ino, fuse_file_info* fi) {
   auto path = inodes.path(ino);
   if (!path) return (void)fuse_reply_err(req, ENOENT);
+  small_files->directory_opened(*path);  // a walk may read its small files next
   auto dir = std::make_shared<DirHandle>(ino, *path);
   dir->in_flight_limit = kReaddirInitialInFlight;
   if (auto listing = caches.listing_for_readdir(*path)) {

@@ -145,7 +145,8 @@ bool Filesystem::Impl::keep_cache_for(const std::string& path) {
 }
 
 void Filesystem::Impl::finish_open(fuse_req_t req, Ino ino, fuse_file_info* fi, client::FileRef remote, uint64_t size,
-                 std::optional<sftp::Attrs> entry_attrs, Ino parent, const std::string& name) {
+                 std::optional<sftp::Attrs> entry_attrs, Ino parent, const std::string& name,
+                 std::shared_ptr<const sftp::Bytes> preloaded, uint64_t preload_reserved) {
   bool writable = (fi->flags & O_ACCMODE) != O_RDONLY;
   bool append = (fi->flags & O_APPEND) != 0;
   auto handle = std::make_shared<FileHandle>(ino, remote, writable, append);
@@ -180,6 +181,11 @@ void Filesystem::Impl::finish_open(fuse_req_t req, Ino ino, fuse_file_info* fi, 
                                               read_segment(h, off, length, std::move(done));
                                             });
   }
+  if (preloaded && handle->prefetcher) {
+    handle->prefetcher->preload(std::move(preloaded), preload_reserved);
+  } else if (preloaded) {
+    prefetch_budget->release(preload_reserved);
+  }
   inodes.open_ref(ino);
   fi->fh = register_handle(handle, ino);
   fi->direct_io = opt.direct_io ? 1 : 0;
@@ -187,6 +193,7 @@ void Filesystem::Impl::finish_open(fuse_req_t req, Ino ino, fuse_file_info* fi, 
   if (writable || (fi->flags & O_TRUNC)) {
     caches.changed(path);
     node_changed(ino);
+    small_files->drop(ino);
   }
   int sent;
   fuse_entry_param e;
@@ -216,6 +223,7 @@ void Filesystem::Impl::open(fuse_req_t req, Ino ino, fuse_file_info* fi) {
   if (info.flags & (O_TRUNC | O_APPEND)) {
     return when_inode_drained(ino, [this, req, ino, info, p = *path, pflags] { open_now(req, ino, info, p, pflags); });
   }
+  if ((info.flags & O_ACCMODE) == O_RDONLY && small_files->open(req, ino, info, *path)) return;
   open_now(req, ino, info, *path, pflags);
 }
 

@@ -93,6 +93,10 @@ class Filesystem {
     uint64_t prefetch_used = 0, prefetch_budget = 0;          // bytes
     uint64_t write_behind_used = 0, write_behind_budget = 0;  // bytes
     size_t inodes = 0;                                        // nodes the kernel may still ask about
+    // Whole small files read ahead during walks: OPENs sent ahead, opens answered from them, files
+    // read ahead and not used (changed, too old, never opened), and held now.
+    uint64_t small_files_started = 0, small_files_served = 0, small_files_discarded = 0;
+    size_t small_files_held = 0;
   };
   CacheStats stats() const;
   const std::shared_ptr<client::Client>& client() const;  // the engine it runs on (--status asks it)

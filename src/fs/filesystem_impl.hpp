@@ -40,6 +40,7 @@
 #include "fs/handles.hpp"
 #include "fs/inode_table.hpp"
 #include "fs/prefetcher.hpp"
+#include "fs/small_file_readahead.hpp"
 #include "fs/symlink_rewrite.hpp"
 #include "fs/write_order.hpp"
 #include "util/log.hpp"
@@ -126,6 +127,7 @@ struct Filesystem::Impl {
     // A missing name is never remembered longer than a present one: "other clients' changes show
     // within the cache timeout" must hold for creations too.
     negative_timeout = opt.cache ? std::min({seconds(opt.negative_timeout), entry_timeout, seconds(opt.dir_timeout)}) : 0.0;
+    small_files = std::make_shared<SmallFileReadAhead>(*this);
   }
 
   static Caches::Config cache_config(const FsOptions& o) {
@@ -145,6 +147,7 @@ struct Filesystem::Impl {
   Caches caches;
   double entry_timeout = 0, attr_timeout = 0, negative_timeout = 0;
   std::shared_ptr<PrefetchBudget> prefetch_budget;
+  std::shared_ptr<SmallFileReadAhead> small_files;  // whole small files read ahead during a walk
 
   struct fuse_session* session = nullptr;
   bool mounted = false;
@@ -370,8 +373,11 @@ struct Filesystem::Impl {
   // ---- files ----
 
   bool keep_cache_for(const std::string& path);
+  // `preloaded`: the whole file, read ahead (SmallFileReadAhead), with `preload_reserved` bytes of the
+  // prefetch budget that the handle's prefetcher takes over.
   void finish_open(fuse_req_t req, Ino ino, fuse_file_info* fi, client::FileRef remote, uint64_t size,
-                   std::optional<sftp::Attrs> entry_attrs, Ino parent, const std::string& name);
+                   std::optional<sftp::Attrs> entry_attrs, Ino parent, const std::string& name,
+                   std::shared_ptr<const sftp::Bytes> preloaded = nullptr, uint64_t preload_reserved = 0);
   void open(fuse_req_t req, Ino ino, fuse_file_info* fi);
   void open_now(fuse_req_t req, Ino ino, fuse_file_info info, const std::string& path, uint32_t pflags);
   void create(fuse_req_t req, Ino parent, const char* name, mode_t mode, fuse_file_info* fi);

@@ -191,6 +191,23 @@ void Prefetcher::invalidate() {
   run(ready);
 }
 
+void Prefetcher::preload(std::shared_ptr<const sftp::Bytes> data, uint64_t reserved) {
+  // One finished segment one byte longer than the file: shorter data than the segment's length is how
+  // a segment says "the file ends here", so a read at the end needs no request.
+  auto segment = std::make_shared<Segment>(0, static_cast<uint32_t>(reserved), budget_);
+  segment->data = std::move(data);
+  segment->done = true;
+  std::lock_guard lock(mutex_);
+  segments_.clear();
+  waiting_.clear();
+  segments_.push_back(segment);
+  next_fetch_ = segment->end();
+  consumed_ = 0;
+  last_end_ = 0;
+  any_read_ = false;
+  eof_ = segment->data->size();
+}
+
 void Prefetcher::start(std::vector<SegmentPtr>& to_fetch) {
   for (auto& segment : to_fetch) {
     auto self = shared_from_this();

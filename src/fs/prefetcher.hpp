@@ -83,6 +83,12 @@ class Prefetcher : public std::enable_shared_from_this<Prefetcher> {
   // small again.
   void invalidate();
 
+  // A whole file read before the handle was opened (small_file_readahead.hpp): `data` is the file from
+  // byte 0 to its end, and `reserved` (data->size() + 1) bytes of the budget, already taken by the
+  // caller, now belong to this prefetcher (returned when the data is consumed or dropped). Reads inside
+  // the file are answered from it; the end of file is known. Call before the first read.
+  void preload(std::shared_ptr<const sftp::Bytes> data, uint64_t reserved);
+
   // For tests and statistics.
   uint64_t window() const;
   uint64_t buffered() const;  // bytes held or in flight

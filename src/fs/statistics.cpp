@@ -26,6 +26,11 @@ Filesystem::CacheStats Filesystem::stats() const {
   out.write_behind_used = fs.write_behind_used.load();
   out.write_behind_budget = fs.opt.write_behind_budget;
   out.inodes = fs.inodes.size();
+  auto small = fs.small_files->counts();
+  out.small_files_started = small.started;
+  out.small_files_served = small.served;
+  out.small_files_discarded = small.discarded;
+  out.small_files_held = small.held;
   return out;
 }
 

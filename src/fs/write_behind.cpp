@@ -71,6 +71,7 @@ bool Filesystem::Impl::floor_confirmed(Ino ino, uint64_t asked_at) {
 }
 
 void Filesystem::Impl::data_changed(Ino ino) {
+  small_files->drop(ino);  // and what was read ahead of it before it was opened
   for (auto& h : files_of(ino)) {
     h->size_hint.store(FileHandle::kUnknownSize);
     if (h->prefetcher) h->prefetcher->invalidate();

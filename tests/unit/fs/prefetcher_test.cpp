@@ -192,6 +192,28 @@ TEST(Prefetcher, InvalidateDiscardsFetchesInFlight) {
   EXPECT_EQ(*again.bytes, sftp::Bytes(4096, 0xAB));
 }
 
+TEST(Prefetcher, APreloadedWholeFileIsServedWithoutFetchesAndGivesItsBudgetBack) {
+  FakeFile file(5000);
+  auto budget = std::make_shared<PrefetchBudget>(64 << 20);
+  auto p = Prefetcher::create(small_config(), budget, file.fetch());
+  ASSERT_TRUE(budget->try_reserve(5001));  // what the read-ahead reserved for it
+  p->preload(std::make_shared<const sftp::Bytes>(file.content), 5001);
+  Outcome a, b;
+  ASSERT_TRUE(p->read(0, 4096, collect(a)));
+  ASSERT_TRUE(p->read(4096, 4096, collect(b)));  // crosses the end: short, no request
+  EXPECT_TRUE(file.calls.empty());
+  ASSERT_TRUE(a.bytes && b.bytes);
+  EXPECT_EQ(*a.bytes, expected(file, 0, 4096));
+  EXPECT_EQ(*b.bytes, expected(file, 4096, 4096));
+  EXPECT_EQ(budget->used(), 0u);  // consumed past its end: given back
+  // A preload dropped unread (a write through the mount) gives its budget back too.
+  ASSERT_TRUE(budget->try_reserve(5001));
+  auto q = Prefetcher::create(small_config(), budget, file.fetch());
+  q->preload(std::make_shared<const sftp::Bytes>(file.content), 5001);
+  q->invalidate();
+  EXPECT_EQ(budget->used(), 0u);
+}
+
 TEST(Prefetcher, AFailedFetchHandsWaitingReadsBack) {
   FakeFile file(4 << 20);
   auto budget = std::make_shared<PrefetchBudget>(64 << 20);
