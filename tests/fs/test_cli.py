@@ -311,6 +311,8 @@ def parent_pid(pid: int) -> int:
 
 
 def test_mount_through_proxy_jump(cli, remote):
+    # Made before the mount: a name created on the server later may stay hidden for negative_timeout.
+    (remote / "from-server.txt").write_text("server side\n")
     # The jump host is the same sshd under another name; everything about it (address, port, user, key,
     # known_hosts) comes from the -F file, which sftpfs hands to the ssh it runs for the jump.
     port = cli.sshd.port
@@ -342,7 +344,6 @@ def test_mount_through_proxy_jump(cli, remote):
 
         (cli.mountpoint / "via-jump.txt").write_text("through the jump host\n")
         assert (remote / "via-jump.txt").read_text() == "through the jump host\n"
-        (remote / "from-server.txt").write_text("server side\n")
         assert (cli.mountpoint / "from-server.txt").read_text() == "server side\n"
     finally:
         subprocess.run(["fusermount3", "-u", str(cli.mountpoint)], capture_output=True)

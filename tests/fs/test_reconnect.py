@@ -696,13 +696,16 @@ def test_changed_host_key_stops_reconnecting(own_server, tmp_path):
 
 def test_noreconnect_cut_fails_calls_for_good(proxied):
     rig = proxied
+    # Names in a directory the mount never listed: a listing of the root (read ahead) would answer
+    # "absent" from memory, as it may within negative_timeout; these must ask the server.
+    (rig.remote / "unlisted").mkdir()
     mnt = rig.mount(rig.remote, options=["noreconnect", "request_timeout=3"])
     (mnt / "a").write_bytes(b"a")
     accepted = rig.proxy.accepted
     assert rig.proxy.cut() >= 1
-    first = call("stat", mnt / "never-seen-before", timeout=30)
+    first = call("stat", mnt / "unlisted" / "never-seen-before", timeout=30)
     time.sleep(3)
-    later = [call("stat", mnt / "also-never-seen", timeout=30), call("create", mnt / "b", timeout=30)]
+    later = [call("stat", mnt / "unlisted" / "also-never-seen", timeout=30), call("create", mnt / "b", timeout=30)]
     measured(f"noreconnect: {first.describe()}; 3 s later " + "; ".join(c.describe() for c in later))
     for c in [first] + later:
         assert not c.hung and c.errno in FAILED, c.describe()
