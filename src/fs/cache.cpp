@@ -136,19 +136,10 @@ void Caches::dir_changed(const std::string& dir_path) {
 }
 
 void Caches::changed(const std::string& path) {
-  touch_dir(parent_path(path));
+  // Everything an attribute change forgets, and the node's own listing too.
+  dir_attributes_changed(path);
   touch_dir(path);
-  attrs.invalidate(path);
-  negative.invalidate(path);
   dirs.invalidate(path);
-  const std::string name = leaf_name(path);
-  dirs.update(parent_path(path), [&](const DirListing& listing) {
-    return edited(listing, [&](std::vector<DirEntry>& entries) {
-      for (auto& e : entries) {
-        if (e.name == name) e.attrs = sftp::Attrs{};  // unknown: a lookup asks the server
-      }
-    });
-  });
 }
 
 void Caches::dir_attributes_changed(const std::string& path) {
