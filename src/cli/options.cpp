@@ -128,6 +128,15 @@ const OptionSpec kOptions[] = {
        s.cl.client.connections = *n;
        return {};
      }},
+    {"max_channels", Takes::value, "sftpfs",
+     "N: SFTP channels per connection for large writes, each its own flow-control window, no extra login (default 4)",
+     [](ParseState& s, std::string_view name, std::string_view value) -> Status {
+       auto n = parse_unsigned(name, value, 16);
+       if (!n) return n.take_error();
+       if (*n == 0) return usage_error("max_channels must be at least 1");
+       s.cl.client.connection.channels = *n;
+       return {};
+     }},
     {"ssh_command", Takes::value, "sshfs", "CMD: ignored (sftpfs speaks SSH itself and runs no ssh command)",
      [](ParseState&, std::string_view, std::string_view value) -> Status {
        LOG_WARN("ssh_command=%.*s is ignored: sftpfs speaks SSH itself and runs no ssh command",

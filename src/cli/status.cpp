@@ -125,7 +125,9 @@ std::string format_status(const StatusSnapshot& s) {
     } else {
       out << ", rtt not measured yet";
     }
-    out << ", in flight " << c.in_flight << ", waiting for reconnect " << c.held << "\n";
+    out << ", in flight " << c.in_flight << ", waiting for reconnect " << c.held;
+    if (c.channels > 1) out << ", SFTP channels open " << c.channels_open << " of " << c.channels;
+    out << "\n";
     out << "  sent " << exact_bytes(c.bytes_sent) << ", received " << exact_bytes(c.bytes_received) << "\n";
     if (!c.last_error.empty()) out << "  last dropped: " << c.last_error << "\n";
   }

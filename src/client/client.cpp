@@ -80,6 +80,7 @@ struct Client::Impl {
   // Before the links: destroyed after them, whose last callbacks may still use it.
   std::unique_ptr<ServerQuirks> quirks;
   std::vector<std::unique_ptr<Link>> links;
+  size_t channels = 1;  // SFTP channels per link (ConnectionOptions::channels)
   std::atomic<size_t> round_robin{0};
   // Fails requests held past their reconnect_wait, on every link, even while a link's worker is
   // inside a long connect attempt.
@@ -127,12 +128,13 @@ struct Client::Impl {
 
   // A path request: the packet is built once and sent again as is after a drop.
   void send(size_t index, sftp::Bytes packet, ReplyCallback done, Replay replay = Replay::resend,
-            std::function<void(Result<Reply>, ReplyCallback)> recheck = {}) {
+            std::function<void(Result<Reply>, ReplyCallback)> recheck = {}, size_t channel = 0) {
     Request request;
     request.build = [packet = std::make_shared<sftp::Bytes>(std::move(packet))]() -> Result<sftp::Bytes> { return *packet; };
     request.done = std::move(done);
     request.replay = replay;
     request.recheck = std::move(recheck);
+    request.channel = channel;
     at(index).send(std::move(request));
   }
   void send(sftp::Bytes packet, ReplyCallback done, Replay replay = Replay::resend,
@@ -140,11 +142,12 @@ struct Client::Impl {
     send(pick(), std::move(packet), std::move(done), replay, std::move(recheck));
   }
   // A request a recheck makes: it goes out ahead of the replay that waits for it (see Request).
-  void send_for_recheck(size_t index, sftp::Bytes packet, ReplyCallback done) {
+  void send_for_recheck(size_t index, sftp::Bytes packet, ReplyCallback done, size_t channel = 0) {
     Request request;
     request.build = [packet = std::make_shared<sftp::Bytes>(std::move(packet))]() -> Result<sftp::Bytes> { return *packet; };
     request.done = std::move(done);
     request.part_of_recheck = true;
+    request.channel = channel;
     at(index).send(std::move(request));
   }
   // A handle request: built with the file's handle at the time it goes out (a reconnect replaces it).
@@ -152,6 +155,7 @@ struct Client::Impl {
                Replay replay = Replay::resend, Clock::time_point deadline = {}) {
     Request request;
     request.file = file;
+    request.channel = file->channel;
     request.build = [file, build = std::move(build)]() -> Result<sftp::Bytes> { return build(file->handle()); };
     request.done = std::move(done);
     request.replay = replay;
@@ -190,9 +194,14 @@ struct Client::Impl {
     return all;
   }
 
-  void open_on(size_t index, std::string path, uint32_t pflags, sftp::Attrs attrs, bool directory,
+  // Link and channel of a lane: lanes 0 .. links-1 are channel 0 of each link, the next ones channel 1, ...
+  size_t lane_count() const { return links.size() * channels; }
+
+  void open_on(size_t lane, std::string path, uint32_t pflags, sftp::Attrs attrs, bool directory,
                Callback<FileRef> done) {
-    index %= links.size();
+    lane %= lane_count();
+    const size_t index = lane % links.size();
+    const size_t channel = lane / links.size();
     auto packet = directory ? sftp::build_opendir(0, path) : sftp::build_open(0, path, pflags, attrs);
     // An exclusive create that fails when replayed may have been done by the first send: open the
     // file that is there without CREAT/EXCL (the drop leaves no way to tell it from another's file
@@ -200,9 +209,9 @@ struct Client::Impl {
     std::function<void(Result<Reply>, ReplyCallback)> recheck;
     const bool exclusive = (pflags & sftp::SSH_FXF_CREAT) && (pflags & sftp::SSH_FXF_EXCL);
     if (exclusive)
-      recheck = [this, index, path, pflags](Result<Reply>, ReplyCallback reopen_done) {
+      recheck = [this, index, channel, path, pflags](Result<Reply>, ReplyCallback reopen_done) {
         send_for_recheck(index, sftp::build_open(0, path, pflags & ~(sftp::SSH_FXF_CREAT | sftp::SSH_FXF_EXCL | sftp::SSH_FXF_TRUNC), {}),
-             std::move(reopen_done));
+             std::move(reopen_done), channel);
       };
     // What the file looks like right after the open (a STAT in the same round trip): a reconnect
     // compares against it before reopening.
@@ -214,10 +223,11 @@ struct Client::Impl {
     auto opening = directory ? nullptr : std::make_shared<Opening>();
     Link* link = links[index].get();
     send(index, std::move(packet),
-         [done = std::move(done), path, pflags, directory, index, link, opening](Result<Reply> reply) mutable {
+         [done = std::move(done), path, pflags, directory, index, channel, lane, link, opening](Result<Reply> reply) mutable {
            if (!reply) return done(reply.take_error());
            if (auto* handle = std::get_if<sftp::HandleReply>(&reply->body)) {
-             auto file = std::make_shared<RemoteFile>(std::move(handle->handle), std::move(path), pflags, directory, index);
+             auto file = std::make_shared<RemoteFile>(std::move(handle->handle), std::move(path), pflags, directory, index,
+                                                      channel, lane);
              if (opening) {
                std::lock_guard<std::mutex> lock(opening->mutex);
                opening->file = file;
@@ -229,7 +239,7 @@ struct Client::Impl {
            if (auto* status = std::get_if<sftp::StatusReply>(&reply->body)) return done(status_error(*status));
            done(unexpected(*reply, "HANDLE"));
          },
-         exclusive ? Replay::recheck : Replay::resend, std::move(recheck));
+         exclusive ? Replay::recheck : Replay::resend, std::move(recheck), channel);
     if (opening)
       send(index, sftp::build_stat(0, path), expect_attrs([opening](Result<sftp::Attrs> attrs) {
              if (!attrs || !(attrs->flags & sftp::SSH_FILEXFER_ATTR_SIZE)) return;
@@ -237,7 +247,7 @@ struct Client::Impl {
              std::lock_guard<std::mutex> lock(opening->mutex);
              opening->seen = seen;
              if (opening->file && !opening->file->written_since_seen()) opening->file->observed(seen);
-           }));
+           }), Replay::resend, {}, channel);
   }
 
   void tick() {
@@ -274,6 +284,7 @@ Client::~Client() { impl_->shutdown(); }
 
 Result<std::unique_ptr<Client>> Client::connect(const ssh::SessionOptions& ssh_options, const ClientOptions& options) {
   auto impl = std::make_unique<Impl>();
+  impl->channels = std::max<size_t>(options.connection.channels, 1);
   const size_t count = std::max<size_t>(options.connections, 1);
   for (size_t i = 0; i < count; ++i) {
     auto link = Link::open(i, ssh_options, options.connection, options.link);
@@ -288,6 +299,7 @@ Result<std::unique_ptr<Client>> Client::connect(const ssh::SessionOptions& ssh_o
 const ServerFeatures& Client::features() const { return impl_->features(); }
 const ssh::SessionInfo& Client::session_info() const { return impl_->links.front()->session_info(); }
 size_t Client::connection_count() const { return impl_->links.size(); }
+size_t Client::lane_count() const { return impl_->lane_count(); }
 bool Client::alive() const {
   return std::all_of(impl_->links.begin(), impl_->links.end(), [](const auto& link) { return link->up(); });
 }
@@ -465,6 +477,7 @@ void Client::close(const FileRef& file, Done done) {
   Request request;
   request.file = file;
   request.is_close = true;
+  request.channel = file->channel;
   request.build = [file]() -> Result<sftp::Bytes> { return sftp::build_close(0, file->handle()); };
   request.done = expect_ok([done = std::move(done)](Status status) { done(std::move(status)); });
   impl_->at(file->connection).send(std::move(request));
@@ -621,8 +634,8 @@ void Client::write(const FileRef& file, uint64_t offset, sftp::Bytes data, Done 
 void Client::copy_data(const FileRef& from, uint64_t from_offset, uint64_t length, const FileRef& to,
                        uint64_t to_offset, Done done) {
   if (!impl_->require(sftp::kExtCopyData, done)) return;
-  if (from->connection != to->connection)
-    return done(Error::not_supported("copy-data needs both handles on one connection"));
+  if (from->lane != to->lane)
+    return done(Error::not_supported("copy-data needs both handles on one connection and channel"));
   to->note_write();
   // A server-side copy of a large file legitimately takes long: no per-request deadline beyond the
   // connection's liveness checks.

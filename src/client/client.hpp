@@ -39,6 +39,9 @@ class Client {
   const ServerFeatures& features() const;  // of connection 0; all connections go to the same server
   const ssh::SessionInfo& session_info() const;
   size_t connection_count() const;
+  // Lanes: every (connection, SFTP channel) pair, each with its own handles and flow-control window.
+  // Lanes 0 .. connection_count()-1 are the connections' first channels; the rest open on first use.
+  size_t lane_count() const;
   bool alive() const;  // every connection up
   ClientStatus status() const;
   // Stops reconnecting and closes every connection: requests waiting fail at once. Idempotent; the
@@ -87,8 +90,9 @@ class Client {
 
   // ---- open files and directories ----
   void open(std::string path, uint32_t pflags, sftp::Attrs attrs, Callback<FileRef> done);
-  // The same on a chosen connection (index modulo the pool size): for striping one transfer.
-  void open_on(size_t connection, std::string path, uint32_t pflags, sftp::Attrs attrs, Callback<FileRef> done);
+  // The same on a chosen lane (modulo lane_count(); a lane below connection_count() is that
+  // connection): for striping one transfer. The file's requests then all go on that lane.
+  void open_on(size_t lane, std::string path, uint32_t pflags, sftp::Attrs attrs, Callback<FileRef> done);
   void opendir(std::string path, Callback<FileRef> done);
   void close(const FileRef& file, Done done);
   void fstat(const FileRef& file, Callback<sftp::Attrs> done);

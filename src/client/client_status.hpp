@@ -19,6 +19,8 @@ struct ConnectionStatus {
   std::chrono::microseconds rtt{0};             // smoothed request round trip; 0 = not measured yet
   size_t in_flight = 0;                         // requests sent or queued, not yet answered
   size_t held = 0;                              // requests waiting for a reconnect
+  size_t channels_open = 0;                     // SFTP channels open on the current connection
+  size_t channels = 0;                          // of at most this many (-o max_channels)
   uint64_t bytes_sent = 0;                      // SFTP bytes, over all connections this slot had
   uint64_t bytes_received = 0;
   std::string last_error;                       // why it last dropped (empty if never)

@@ -3,7 +3,8 @@
 // - channel_write sends at most one SSH packet per call and, after EAGAIN, must be called again with the
 //   same bytes: the outbound batch is never modified while it is being sent;
 // - while an outbound packet is half sent (EAGAIN with OUTBOUND blocked), nothing else that sends may be
-//   called: no channel_read (it may send a window adjust), no keepalive.
+//   called: no channel_read (it may send a window adjust), no keepalive, no other channel's write, no
+//   channel open. That state is per session, so it spans every channel.
 #include "client/connection.hpp"
 
 #include <libssh2.h>
@@ -15,6 +16,7 @@
 #include <algorithm>
 #include <cstring>
 #include <deque>
+#include <optional>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -100,19 +102,38 @@ struct Connection::Impl {
     sftp::Bytes packet;
     ReplyCallback on_reply;
     Clock::time_point deadline;  // {} = from the moment it is written
+    size_t channel = 0;
   };
   struct InFlight {
     ReplyCallback on_reply;
     Clock::time_point deadline;
     Clock::time_point sent;
+    size_t channel = 0;
     bool measures_rtt = false;
   };
+  // One SFTP channel of the session: its own sftp-server, handles, window, batch and receive buffer.
+  struct SftpChannel {
+    // unopened -> opening -> ignoring_stderr -> starting -> greeting (INIT sent, VERSION awaited) -> ready;
+    // refused when the server will not open it (MaxSessions) or start sftp on it.
+    enum class Phase { unopened, opening, ignoring_stderr, starting, greeting, ready, refused };
+    Phase phase = Phase::unopened;
+    ssh::ChannelPtr channel;
+    std::deque<Queued> waiting;  // taken from `submitted`, not yet written (in-flight cap, or not open yet)
+    sftp::Bytes out;             // the batch being sent; untouched until fully sent
+    size_t out_pos = 0;
+    sftp::Bytes in;              // received bytes not yet parsed
+    size_t in_len = 0;
+    std::string refusal;         // why it is refused
+
+    bool drained() const { return out_pos == out.size(); }
+    bool readable() const { return phase == Phase::greeting || phase == Phase::ready; }
+  };
+  using Phase = SftpChannel::Phase;
 
   Connection* owner = nullptr;
   ConnectionOptions options;
   Liveness liveness{};
   std::unique_ptr<ssh::Session> session;
-  ssh::ChannelPtr channel;
   int wake_fd = -1;
   std::thread thread;
   std::mutex join_mutex;  // wait_stopped() and the destructor both join
@@ -123,19 +144,17 @@ struct Connection::Impl {
   bool stopping = false;
   std::string failure_reason;
 
-  // I/O thread only.
-  std::deque<Queued> waiting;  // taken from `submitted`, not yet written (in-flight cap)
+  // I/O thread only (and the destructor, after the thread ended).
+  std::vector<SftpChannel> channels;
+  std::optional<size_t> opening;  // the channel being opened: libssh2 opens one at a time per session
+  size_t send_start = 0;          // channels take turns at sending first
   std::unordered_map<uint32_t, InFlight> in_flight;
   std::unordered_set<uint32_t> expired_ids;  // timed out; a late reply to them is dropped
   uint32_t next_id = 1;
-  sftp::Bytes out;  // the batch being sent; untouched until fully sent
-  size_t out_pos = 0;
-  sftp::Bytes in;   // received bytes not yet parsed
-  size_t in_len = 0;
   Clock::time_point last_receive = Clock::now();
   Clock::time_point last_probe = Clock::now();
-  // Since when we wait for the server to say anything (first request or probe sent after it last
-  // spoke); {} while nothing is owed.
+  // Since when we wait for the server to say anything (first request, probe or channel open sent
+  // after it last spoke); {} while nothing is owed.
   Clock::time_point owed_since{};
   bool closed_by_owner = false;  // fail() or the destructor, not the network
 
@@ -148,6 +167,9 @@ struct Connection::Impl {
     ssize_t ignored = ::write(wake_fd, &one, sizeof one);
     (void)ignored;
   }
+
+  LIBSSH2_SESSION* raw() const { return session->raw(); }
+  bool outbound_blocked() const { return libssh2_session_block_directions(raw()) & LIBSSH2_SESSION_BLOCK_OUTBOUND; }
 
   uint32_t allocate_id() {
     // Ids wrap after 4 billion requests; skip any still in use.
@@ -168,8 +190,10 @@ struct Connection::Impl {
     std::vector<ReplyCallback> callbacks;
     for (auto& [id, request] : in_flight) callbacks.push_back(std::move(request.on_reply));
     in_flight.clear();
-    for (auto& q : waiting) callbacks.push_back(std::move(q.on_reply));
-    waiting.clear();
+    for (auto& c : channels) {
+      for (auto& q : c.waiting) callbacks.push_back(std::move(q.on_reply));
+      c.waiting.clear();
+    }
     for (auto& q : queued) callbacks.push_back(std::move(q.on_reply));
     owner->outstanding_.fetch_sub(callbacks.size());
     for (auto& cb : callbacks) cb(error);
@@ -183,106 +207,175 @@ struct Connection::Impl {
     if (!owner->failed_.exchange(true)) LOG_INFO("connection to %s failed: %s", session->options().host.c_str(), reason.c_str());
   }
 
-  // Moves submitted requests into the outbound batch while the in-flight cap allows.
-  void fill_batch() {
+  // Moves submitted requests to their channels; a refused channel's requests complete at once.
+  void distribute() {
+    std::deque<Queued> taken;
     {
       std::lock_guard<std::mutex> lock(mutex);
-      while (!submitted.empty()) {
-        waiting.push_back(std::move(submitted.front()));
-        submitted.pop_front();
-      }
+      taken.swap(submitted);
     }
-    out.clear();
-    out_pos = 0;
+    std::vector<std::pair<ReplyCallback, std::string>> refused;
+    for (auto& q : taken) {
+      SftpChannel& c = channels[q.channel];
+      if (c.phase == Phase::refused) {
+        refused.emplace_back(std::move(q.on_reply), c.refusal);
+        continue;
+      }
+      c.waiting.push_back(std::move(q));
+    }
+    owner->outstanding_.fetch_sub(refused.size());
+    for (auto& [cb, why] : refused) cb(Error::not_supported(why));
+  }
+
+  // Moves a channel's waiting requests into its outbound batch while the in-flight cap allows.
+  void fill_batch(size_t index) {
+    SftpChannel& c = channels[index];
+    c.out.clear();
+    c.out_pos = 0;
     const auto now = Clock::now();
-    while (!waiting.empty() && in_flight.size() < options.max_in_flight && out.size() < kMaxBatchBytes) {
-      Queued& q = waiting.front();
+    while (!c.waiting.empty() && in_flight.size() < options.max_in_flight && c.out.size() < kMaxBatchBytes) {
+      Queued& q = c.waiting.front();
       // A large packet (a WRITE) alone in the batch is sent from its own buffer, not copied.
-      const bool alone = out.empty() && q.packet.size() >= kSendInPlaceBytes;
-      if (!out.empty() && q.packet.size() >= kSendInPlaceBytes) break;  // it gets a batch of its own
+      const bool alone = c.out.empty() && q.packet.size() >= kSendInPlaceBytes;
+      if (!c.out.empty() && q.packet.size() >= kSendInPlaceBytes) break;  // it gets a batch of its own
       uint32_t id = allocate_id();
       store_u32(q.packet.data() + sftp::kIdOffset, id);
       const size_t size = q.packet.size();
       if (alone) {
-        out = std::move(q.packet);
+        c.out = std::move(q.packet);
       } else {
-        out.insert(out.end(), q.packet.begin(), q.packet.end());
+        c.out.insert(c.out.end(), q.packet.begin(), q.packet.end());
       }
       auto deadline = q.deadline == Clock::time_point{} ? now + options.request_timeout : q.deadline;
-      in_flight.emplace(id, InFlight{std::move(q.on_reply), deadline, now, size <= kRttProbeSize});
+      in_flight.emplace(id, InFlight{std::move(q.on_reply), deadline, now, index, size <= kRttProbeSize});
       if (owed_since == Clock::time_point{}) owed_since = now;
-      waiting.pop_front();
+      c.waiting.pop_front();
       if (alone) break;
     }
   }
 
-  // A half-sent outbound SSH packet belongs to the call that started it (channel_write for requests,
-  // channel_read for a window adjust); only that call may continue it.
-  enum class Pending { none, writer, reader };
-  Pending pending = Pending::none;
+  // A half-sent outbound SSH packet belongs to the call that started it (channel_write of one channel
+  // for requests, channel_read of one channel for a window adjust, the opening of a channel); only
+  // that call may continue it. libssh2 keeps one such packet per session, whatever the channel.
+  struct Pending {
+    enum class Kind { none, writer, reader, opener } kind = Kind::none;
+    size_t channel = 0;
+  };
+  Pending pending;
+  bool half_sent() const { return pending.kind != Pending::Kind::none; }
+  void clear_pending() { pending = {}; }
+  // After EAGAIN: the call owns a half-sent packet only when libssh2 is blocked sending.
+  void note_eagain(Pending::Kind kind, size_t channel) {
+    pending = outbound_blocked() ? Pending{kind, channel} : Pending{};
+  }
 
-  // Sends what it can of the outbound batch, refilling it when drained.
-  Status send() {
+  // Sends what it can of one channel's batch, refilling it when drained; stops at a full window.
+  Status send_channel(size_t index) {
+    SftpChannel& c = channels[index];
     for (;;) {
-      if (out_pos == out.size()) {
-        fill_batch();
-        if (out.empty()) return {};
+      if (c.drained()) {
+        if (c.phase != Phase::ready) return {};
+        fill_batch(index);
+        if (c.out.empty()) return {};
       }
-      ssize_t rc = libssh2_channel_write(channel.get(), reinterpret_cast<const char*>(out.data() + out_pos),
-                                         out.size() - out_pos);
+      ssize_t rc = libssh2_channel_write(c.channel.get(), reinterpret_cast<const char*>(c.out.data() + c.out_pos),
+                                         c.out.size() - c.out_pos);
       if (rc == LIBSSH2_ERROR_EAGAIN) {
-        if (libssh2_session_block_directions(session->raw()) & LIBSSH2_SESSION_BLOCK_OUTBOUND) pending = Pending::writer;
-        return {};  // else the server's window is full: wait for it to read
+        note_eagain(Pending::Kind::writer, index);
+        return {};  // when not blocked sending, the server's window is full: wait for it to read
       }
-      pending = Pending::none;
-      if (rc < 0) return Error::transport_error("sending failed: " + libssh2_error(session->raw(), int(rc)));
-      out_pos += static_cast<size_t>(rc);
+      clear_pending();
+      if (rc < 0) return Error::transport_error("sending failed: " + libssh2_error(raw(), int(rc)));
+      c.out_pos += static_cast<size_t>(rc);
       owner->bytes_sent_.fetch_add(static_cast<uint64_t>(rc), std::memory_order_relaxed);
     }
   }
 
-  // Reads what the channel has and dispatches every complete packet.
-  Status receive() {
+  // Every channel in turn, the first one rotating: a channel whose window is full lets the next send.
+  Status send_all() {
+    const size_t count = channels.size();
+    const size_t first = send_start++ % count;
+    for (size_t i = 0; i < count && !half_sent(); ++i)
+      if (auto st = send_channel((first + i) % count); !st) return st;
+    return {};
+  }
+
+  // Reads what one channel has and dispatches every complete packet. `got`: some bytes came.
+  Status receive_channel(size_t index, bool& got) {
+    SftpChannel& c = channels[index];
     for (;;) {
-      if (in.size() - in_len < 64 * 1024) in.resize(std::max<size_t>(in.size() * 2, 1u << 20));
-      ssize_t rc = libssh2_channel_read(channel.get(), reinterpret_cast<char*>(in.data() + in_len), in.size() - in_len);
+      if (c.in.size() - c.in_len < 64 * 1024) c.in.resize(std::max<size_t>(c.in.size() * 2, 1u << 20));
+      ssize_t rc = libssh2_channel_read(c.channel.get(), reinterpret_cast<char*>(c.in.data() + c.in_len),
+                                        c.in.size() - c.in_len);
       if (rc == LIBSSH2_ERROR_EAGAIN) {
-        pending = (libssh2_session_block_directions(session->raw()) & LIBSSH2_SESSION_BLOCK_OUTBOUND) ? Pending::reader
-                                                                                                     : Pending::none;
+        note_eagain(Pending::Kind::reader, index);
         return {};
       }
-      pending = Pending::none;
-      if (rc < 0) return Error::transport_error("receiving failed: " + libssh2_error(session->raw(), int(rc)));
+      clear_pending();
+      if (rc < 0) return Error::transport_error("receiving failed: " + libssh2_error(raw(), int(rc)));
       if (rc == 0) {
-        if (libssh2_channel_eof(channel.get())) return Error::transport_error("the server closed the SFTP channel");
+        if (libssh2_channel_eof(c.channel.get())) return Error::transport_error("the server closed the SFTP channel");
         return {};
       }
-      in_len += static_cast<size_t>(rc);
+      got = true;
+      c.in_len += static_cast<size_t>(rc);
       owner->bytes_received_.fetch_add(static_cast<uint64_t>(rc), std::memory_order_relaxed);
-      if (auto st = dispatch_complete_packets(); !st) return st;
+      if (auto st = dispatch_complete_packets(index); !st) return st;
       heard(Clock::now());
     }
   }
 
-  Status dispatch_complete_packets() {
-    size_t pos = 0;
-    while (in_len - pos >= kLengthPrefix) {
-      uint32_t length = load_u32(in.data() + pos);
-      if (length == 0 || length > sftp::kMaxIncomingPacket)
-        return Error::protocol_error("the server sent a packet of invalid length " + std::to_string(length));
-      if (in_len - pos - kLengthPrefix < length) break;
-      sftp::ByteView packet(in.data() + pos + kLengthPrefix, length);
-      pos += kLengthPrefix + length;
-      if (auto st = dispatch(packet); !st) return st;
-    }
-    if (pos > 0) {
-      std::memmove(in.data(), in.data() + pos, in_len - pos);
-      in_len -= pos;
+  // Reading one channel may pull another's data off the socket into libssh2's queue, where no poll
+  // sees it: pass over the channels until a whole pass gets nothing.
+  Status receive_all() {
+    for (bool again = true; again && !half_sent();) {
+      again = false;
+      for (size_t index = 0; index < channels.size() && !half_sent(); ++index) {
+        if (!channels[index].readable()) continue;
+        bool got = false;
+        if (auto st = receive_channel(index, got); !st) return st;
+        again |= got;
+      }
+      if (channels.size() == 1) break;  // its own read loop drained it
     }
     return {};
   }
 
-  Status dispatch(sftp::ByteView packet) {
+  Status dispatch_complete_packets(size_t index) {
+    SftpChannel& c = channels[index];
+    size_t pos = 0;
+    while (c.in_len - pos >= kLengthPrefix) {
+      uint32_t length = load_u32(c.in.data() + pos);
+      if (length == 0 || length > sftp::kMaxIncomingPacket)
+        return Error::protocol_error("the server sent a packet of invalid length " + std::to_string(length));
+      if (c.in_len - pos - kLengthPrefix < length) break;
+      sftp::ByteView packet(c.in.data() + pos + kLengthPrefix, length);
+      pos += kLengthPrefix + length;
+      auto st = c.phase == Phase::greeting ? greeted(index, packet) : dispatch(index, packet);
+      if (!st) return st;
+    }
+    if (pos > 0) {
+      std::memmove(c.in.data(), c.in.data() + pos, c.in_len - pos);
+      c.in_len -= pos;
+    }
+    return {};
+  }
+
+  // The VERSION that answers an extra channel's INIT: the channel is ready.
+  Status greeted(size_t index, sftp::ByteView packet) {
+    auto version = sftp::parse_version(packet);
+    if (!version) return Error::protocol_error("malformed VERSION on SFTP channel " + std::to_string(index) + ": " +
+                                               version.error().message);
+    if (version->version < 3)
+      return Error::protocol_error("SFTP channel " + std::to_string(index) + " speaks version " +
+                                   std::to_string(version->version));
+    channels[index].phase = Phase::ready;
+    owner->channels_open_.fetch_add(1);
+    LOG_DEBUG("SFTP channel %zu open", index);
+    return {};
+  }
+
+  Status dispatch(size_t index, sftp::ByteView packet) {
     auto id = sftp::reply_id(packet);
     if (!id) return Error::protocol_error("malformed reply: " + id.error().message);
     auto it = in_flight.find(*id);
@@ -290,6 +383,8 @@ struct Connection::Impl {
       if (expired_ids.erase(*id)) return {};  // the caller already got its timeout
       return Error::protocol_error("the server answered request id " + std::to_string(*id) + ", which was never sent");
     }
+    if (it->second.channel != index)
+      return Error::protocol_error("the server answered request id " + std::to_string(*id) + " on another channel");
     auto reply = sftp::parse_reply(packet);
     if (!reply) return Error::protocol_error("malformed reply to request " + std::to_string(*id) + ": " + reply.error().message);
     ReplyCallback cb = std::move(it->second.on_reply);
@@ -304,10 +399,98 @@ struct Connection::Impl {
     return {};
   }
 
+  // A channel the server will not open or start sftp on: its requests fail, the connection stays.
+  void refuse(size_t index, std::string why) {
+    SftpChannel& c = channels[index];
+    LOG_INFO("SFTP channel %zu not opened: %s", index, why.c_str());
+    c.phase = Phase::refused;
+    c.refusal = std::move(why);
+    opening.reset();
+    std::deque<Queued> waiting;
+    waiting.swap(c.waiting);
+    owner->outstanding_.fetch_sub(waiting.size());
+    for (auto& q : waiting) q.on_reply(Error::not_supported(c.refusal));
+  }
+
+  // Opens the next wanted channel, one step at a time (non-blocking; libssh2 opens one channel at a
+  // time per session). Its INIT then goes out through send_channel and its VERSION comes back
+  // through receive_channel.
+  Status open_channels() {
+    if (!opening) {
+      for (size_t index = 1; index < channels.size() && !opening; ++index)
+        if (channels[index].phase == Phase::unopened && !channels[index].waiting.empty()) {
+          opening = index;
+          channels[index].phase = Phase::opening;
+          if (owed_since == Clock::time_point{}) owed_since = Clock::now();
+        }
+      if (!opening) return {};
+    }
+    const size_t index = *opening;
+    SftpChannel& c = channels[index];
+    if (c.phase == Phase::opening) {
+      LIBSSH2_CHANNEL* opened = libssh2_channel_open_ex(raw(), "session", sizeof("session") - 1, options.window_size,
+                                                        LIBSSH2_CHANNEL_PACKET_DEFAULT, nullptr, 0);
+      if (!opened) {
+        int rc = libssh2_session_last_errno(raw());
+        if (rc == LIBSSH2_ERROR_EAGAIN) return note_eagain(Pending::Kind::opener, index), Status{};
+        clear_pending();
+        if (rc == LIBSSH2_ERROR_CHANNEL_FAILURE)
+          return refuse(index, "the server refused another SSH channel (sshd's MaxSessions?): " + libssh2_error(raw(), rc)),
+                 Status{};
+        return Error::transport_error("opening SFTP channel " + std::to_string(index) + " failed: " + libssh2_error(raw(), rc));
+      }
+      clear_pending();
+      c.channel.reset(opened);
+      c.phase = Phase::ignoring_stderr;
+    }
+    if (c.phase == Phase::ignoring_stderr) {
+      // Unread stderr would keep channel_eof() at 0 and fill the window: discard it.
+      int rc = libssh2_channel_handle_extended_data2(c.channel.get(), LIBSSH2_CHANNEL_EXTENDED_DATA_IGNORE);
+      if (rc == LIBSSH2_ERROR_EAGAIN) return note_eagain(Pending::Kind::opener, index), Status{};
+      clear_pending();
+      if (rc < 0) return Error::transport_error("setting up SFTP channel " + std::to_string(index) + " failed: " + libssh2_error(raw(), rc));
+      c.phase = Phase::starting;
+    }
+    if (c.phase == Phase::starting) {
+      int rc = libssh2_channel_process_startup(c.channel.get(), "subsystem", sizeof("subsystem") - 1, "sftp", 4);
+      if (rc == LIBSSH2_ERROR_EAGAIN) return note_eagain(Pending::Kind::opener, index), Status{};
+      clear_pending();
+      if (rc == LIBSSH2_ERROR_CHANNEL_REQUEST_DENIED || rc == LIBSSH2_ERROR_CHANNEL_FAILURE)
+        return refuse(index, "the server refused the sftp subsystem on another channel: " + libssh2_error(raw(), rc)), Status{};
+      if (rc < 0) return Error::transport_error("starting sftp on channel " + std::to_string(index) + " failed: " + libssh2_error(raw(), rc));
+      c.phase = Phase::greeting;
+      c.out = sftp::build_init();
+      c.out_pos = 0;
+      opening.reset();
+    }
+    return {};
+  }
+
+  // Continues whatever owns the half-sent packet, and nothing else.
+  Status continue_pending() {
+    const size_t index = pending.channel;
+    switch (pending.kind) {
+      case Pending::Kind::none: return {};
+      case Pending::Kind::writer: return send_channel(index);
+      case Pending::Kind::reader: {
+        bool got = false;
+        return receive_channel(index, got);
+      }
+      case Pending::Kind::opener: return open_channels();
+    }
+    return {};
+  }
+
+  // Owed: requests in flight, or a channel being opened or greeted.
+  bool owes() const {
+    if (!in_flight.empty() || opening) return true;
+    return std::any_of(channels.begin(), channels.end(), [](const SftpChannel& c) { return c.phase == Phase::greeting; });
+  }
+
   // The server said something (a reply, a keepalive answer): whatever is still owed is owed from now.
   void heard(Clock::time_point now) {
     last_receive = now;
-    owed_since = in_flight.empty() ? Clock::time_point{} : now;
+    owed_since = owes() ? now : Clock::time_point{};
   }
 
   // Fails a dead link, then times out overdue requests of a live but slow server. A link is dead when
@@ -346,15 +529,19 @@ struct Connection::Impl {
     return wakeup;
   }
 
-  // One pass: send, receive, send again (a reply frees an in-flight slot), expire, keepalive.
+  // One pass: whatever owns a half-sent packet first; then send, receive, send again (a reply frees
+  // an in-flight slot), open a wanted channel, expire, keepalive.
   Status step() {
-    if (pending != Pending::reader)
-      if (auto st = send(); !st) return st;
-    if (pending != Pending::writer) {
-      if (auto st = receive(); !st) return st;
-      if (pending == Pending::none)
-        if (auto st = send(); !st) return st;
-    }
+    distribute();
+    if (auto st = continue_pending(); !st) return st;
+    if (!half_sent())
+      if (auto st = send_all(); !st) return st;
+    if (!half_sent())
+      if (auto st = receive_all(); !st) return st;
+    if (!half_sent())
+      if (auto st = send_all(); !st) return st;
+    if (!half_sent())
+      if (auto st = open_channels(); !st) return st;
     auto now = Clock::now();
     if (auto st = expire(now); !st) return st;
     probe_if_silent(now);
@@ -367,19 +554,19 @@ struct Connection::Impl {
   void probe_if_silent(Clock::time_point now) {
     const auto interval = in_flight.empty() ? liveness.idle_probe : liveness.busy_probe;
     if (now - std::max(last_receive, last_probe) < interval) return;
-    if (pending != Pending::none || out_pos != out.size()) return;
+    if (half_sent() || opening) return;
+    if (!std::all_of(channels.begin(), channels.end(), [](const SftpChannel& c) { return c.drained(); })) return;
     pollfd room{session->socket_fd(), POLLOUT, 0};
     if (::poll(&room, 1, 0) != 1 || !(room.revents & POLLOUT)) return;
     int seconds_to_next = 0;
-    if (libssh2_keepalive_send(session->raw(), &seconds_to_next) != 0) return;
+    if (libssh2_keepalive_send(raw(), &seconds_to_next) != 0) return;
     last_probe = now;
     if (owed_since == Clock::time_point{}) owed_since = now;
   }
 
   Status wait_for_io() {
     pollfd fds[2] = {{session->socket_fd(), POLLIN, 0}, {wake_fd, POLLIN, 0}};
-    if (pending != Pending::none || (libssh2_session_block_directions(session->raw()) & LIBSSH2_SESSION_BLOCK_OUTBOUND))
-      fds[0].events |= POLLOUT;
+    if (half_sent() || outbound_blocked()) fds[0].events |= POLLOUT;
     auto now = Clock::now();
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_wakeup(now) - now).count();
     int ready = ::poll(fds, 2, static_cast<int>(std::clamp<long long>(wait, 0, 1000)));
@@ -489,7 +676,9 @@ Result<std::unique_ptr<Connection>> Connection::open(const ssh::SessionOptions& 
   impl->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (impl->wake_fd < 0) return Error::errno_error(errno, "eventfd failed");
   impl->session = std::move(*session);
-  impl->channel = std::move(*channel);
+  impl->channels.resize(std::max<size_t>(options.channels, 1));
+  impl->channels[0].phase = Impl::Phase::ready;
+  impl->channels[0].channel = std::move(*channel);
   impl->liveness = Liveness::of(ssh_options, options);
   libssh2_session_set_blocking(impl->session->raw(), 0);
   // Our loop decides when to probe (probe_if_silent); libssh2 only rate-limits at this floor.
@@ -519,18 +708,22 @@ Connection::~Connection() {
   LIBSSH2_SESSION* raw = impl_->session->raw();
   libssh2_session_set_blocking(raw, 1);
   libssh2_session_set_timeout(raw, 2000);
-  impl_->channel.reset();
+  for (auto it = impl_->channels.rbegin(); it != impl_->channels.rend(); ++it) it->channel.reset();
 }
 
-void Connection::submit(sftp::Bytes packet, ReplyCallback on_reply, Clock::time_point deadline) {
+void Connection::submit(sftp::Bytes packet, ReplyCallback on_reply, Clock::time_point deadline, size_t channel) {
   if (packet.size() < sftp::kIdOffset + 4) {
     on_reply(Error::protocol_error("internal: request packet too short"));
+    return;
+  }
+  if (channel >= impl_->channels.size()) {
+    on_reply(Error::protocol_error("internal: no SFTP channel " + std::to_string(channel)));
     return;
   }
   {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     if (!failed_.load() && !impl_->stopping) {
-      impl_->submitted.push_back({std::move(packet), std::move(on_reply), deadline});
+      impl_->submitted.push_back({std::move(packet), std::move(on_reply), deadline, channel});
       outstanding_.fetch_add(1);
       impl_->wake();
       return;
@@ -538,6 +731,8 @@ void Connection::submit(sftp::Bytes packet, ReplyCallback on_reply, Clock::time_
   }
   on_reply(Error::disconnected_error("not connected: " + failure()));
 }
+
+size_t Connection::channel_count() const { return impl_->channels.size(); }
 
 const ssh::SessionInfo& Connection::session_info() const { return impl_->session->info(); }
 

@@ -1,6 +1,12 @@
-// One SFTP connection: an ssh::Session, its "sftp" channel, and one I/O thread that alone touches them.
+// One SFTP connection: an ssh::Session, its "sftp" channels, and one I/O thread that alone touches them.
 // Any thread submits a request with a completion callback; the I/O thread writes it, matches the reply
 // by id and runs the callback. Hundreds of requests can be in flight.
+//
+// Channels: channel 0 opens with the connection; the others (up to ConnectionOptions::channels) open
+// when a request first names them, without a second login. Each is its own sftp-server on the server,
+// with its own handles and its own flow-control window (OpenSSH grants 2 MiB per channel, which caps
+// one channel's writes at 2 MiB per round trip). Requests on one channel are answered in order;
+// requests on different channels are not ordered against each other.
 //
 // Failure: when the session breaks (socket error, EOF, malformed packet, a link that stops answering),
 // every pending and queued request completes with an error at once (Error::Kind::disconnected, or
@@ -36,6 +42,9 @@ struct ConnectionOptions {
   // Never more than this per READ/WRITE, whatever the server says: one request must fit a packet
   // libssh2 accepts and the server's max packet.
   uint32_t max_io_size = 255 * 1024;
+  // SFTP channels this connection may open on its one session (see above; -o max_channels). OpenSSH
+  // allows 10 sessions per connection (MaxSessions). 1: only channel 0.
+  size_t channels = 4;
   // Called once, on the I/O thread, when the connection fails (not when it is closed by its owner),
   // before the pending requests complete: lets the owner start replacing it at once, idle or not.
   std::function<void(const std::string& reason)> on_failure;
@@ -80,12 +89,16 @@ class Connection {
   Connection& operator=(const Connection&) = delete;
 
   // Thread-safe. `packet` comes from an sftp::build_* function; its id is replaced by one this
-  // connection assigns. deadline = {}: now + options.request_timeout.
-  void submit(sftp::Bytes packet, ReplyCallback on_reply, Clock::time_point deadline = {});
+  // connection assigns. deadline = {}: now + options.request_timeout (counted from when it is sent).
+  // `channel` < options.channels; a channel not yet open is opened first. When the server refuses
+  // to open it, its requests complete with Error::Kind::unsupported (the connection stays up).
+  void submit(sftp::Bytes packet, ReplyCallback on_reply, Clock::time_point deadline = {}, size_t channel = 0);
 
   const ServerFeatures& features() const { return features_; }
   const ssh::SessionInfo& session_info() const;
   bool alive() const { return !failed_.load(); }
+  size_t channel_count() const;  // options.channels
+  size_t channels_open() const { return channels_open_.load(); }
   // The reason the connection failed, once it has (empty before).
   std::string failure() const;
   // Requests written or queued and not yet completed: how busy this connection is.
@@ -110,6 +123,7 @@ class Connection {
   ServerFeatures features_;
   std::atomic<bool> failed_{false};
   std::atomic<size_t> outstanding_{0};
+  std::atomic<size_t> channels_open_{1};
   std::atomic<uint64_t> bytes_sent_{0}, bytes_received_{0}, rtt_us_{0};
   friend struct Impl;
 };

@@ -94,12 +94,13 @@ void Link::submit(const std::shared_ptr<Connection>& connection, uint64_t genera
   auto packet = request.build();
   if (!packet) return request.done(packet.take_error());
   const auto deadline = request.deadline;
+  const size_t channel = request.channel;
   auto shared = std::make_shared<Request>(std::move(request));
   connection->submit(std::move(*packet),
                      [this, generation, shared](Result<sftp::Reply> reply) {
                        on_reply(generation, std::move(*shared), std::move(reply));
                      },
-                     deadline);
+                     deadline, channel);
 }
 
 void Link::on_reply(uint64_t generation, Request request, Result<sftp::Reply> reply) {
@@ -235,6 +236,8 @@ ConnectionStatus Link::status() const {
   if (connection_) {  // gone after shutdown
     status.rtt = connection_->rtt();
     status.in_flight = connection_->outstanding();
+    status.channels_open = connection_->channels_open();
+    status.channels = connection_->channel_count();
     status.bytes_sent += connection_->bytes_sent();
     status.bytes_received += connection_->bytes_received();
   }
@@ -417,11 +420,14 @@ bool Link::reopen_files(Connection& connection, size_t& reopened) {
       waiting += file->is_directory ? 1 : 2;
     }
     const uint32_t pflags = file->pflags & ~(sftp::SSH_FXF_CREAT | sftp::SSH_FXF_EXCL | sftp::SSH_FXF_TRUNC | sftp::SSH_FXF_APPEND);
+    // On the file's own channel: its handle is only valid there.
     connection.submit(file->is_directory ? sftp::build_opendir(0, path) : sftp::build_open(0, path, pflags, {}),
-                      [one, &complete](Result<sftp::Reply> reply) { complete(one->open, std::move(reply)); });
+                      [one, &complete](Result<sftp::Reply> reply) { complete(one->open, std::move(reply)); }, {},
+                      file->channel);
     if (!file->is_directory)
       connection.submit(sftp::build_stat(0, path),
-                        [one, &complete](Result<sftp::Reply> reply) { complete(one->stat, std::move(reply)); });
+                        [one, &complete](Result<sftp::Reply> reply) { complete(one->stat, std::move(reply)); }, {},
+                        file->channel);
   }
   {
     std::unique_lock<std::mutex> lock(mutex);
@@ -454,7 +460,7 @@ bool Link::reopen_files(Connection& connection, size_t& reopened) {
                            std::to_string(seen->size) + " -> " + std::to_string(now->size) +
                            "): reading on could mix old and new contents");
       LOG_WARN("connection %zu: not reopening %s: it changed on the server meanwhile", index_, path.c_str());
-      connection.submit(sftp::build_close(0, handle->handle), [](Result<sftp::Reply>) {});
+      connection.submit(sftp::build_close(0, handle->handle), [](Result<sftp::Reply>) {}, {}, one->file->channel);
       continue;
     }
     one->file->replace_handle(std::move(handle->handle));

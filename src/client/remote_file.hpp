@@ -20,13 +20,18 @@ class RemoteFile {
   }
 
  public:
-  RemoteFile(std::string handle, std::string path, uint32_t pflags, bool is_directory, size_t connection)
-      : pflags(pflags), is_directory(is_directory), connection(connection), handle_(std::move(handle)),
-        path_(path), opened_as_(std::move(path)) {}
+  RemoteFile(std::string handle, std::string path, uint32_t pflags, bool is_directory, size_t connection,
+             size_t channel = 0, size_t lane = SIZE_MAX)
+      : pflags(pflags), is_directory(is_directory), connection(connection), channel(channel),
+        lane(lane == SIZE_MAX ? connection : lane), handle_(std::move(handle)), path_(path), opened_as_(std::move(path)) {}
 
   const uint32_t pflags;     // SSH_FXF_* it was opened with (0 for a directory)
   const bool is_directory;
   const size_t connection;   // index of the link it lives on
+  const size_t channel;      // the SFTP channel of that link's connection its handle belongs to
+  // Link and channel as one number (Client::lane_count): the unit the server orders requests in.
+  // Channel 0 of link i is lane i.
+  const size_t lane;
 
   std::string handle() const { return locked([&] { return handle_; }); }
   std::string path() const { return locked([&] { return path_; }); }  // now (renames followed)

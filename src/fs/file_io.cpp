@@ -62,7 +62,7 @@ void Filesystem::Impl::read_segment(const std::shared_ptr<FileHandle>& h, uint64
 
 void Filesystem::Impl::read_range_on(const std::shared_ptr<FileHandle>& h, const client::FileRef& remote, uint64_t off,
                    uint32_t length, client::Callback<sftp::Bytes> done) {
-  write_order.read(h->ino, off, off + length, remote->connection,
+  write_order.read(h->ino, off, off + length, remote->lane,
                    [this, h, remote, off, length, done = std::move(done)]() mutable {
                      read_range_now(h, remote, off, length, [this, h, remote, off, length, done = std::move(done)](
                                                                  Result<sftp::Bytes> r) mutable {
@@ -70,7 +70,7 @@ void Filesystem::Impl::read_range_on(const std::shared_ptr<FileHandle>& h, const
                        // another connection, has not extended it yet (the range is a hole it makes).
                        // Ask again behind every write in flight that ends beyond this offset.
                        if (!r || r->size() >= length || !writes_in_flight(h->ino)) return done(std::move(r));
-                       write_order.read(h->ino, off, UINT64_MAX, remote->connection,
+                       write_order.read(h->ino, off, UINT64_MAX, remote->lane,
                                         [this, h, remote, off, length, done = std::move(done)]() mutable {
                                           read_range_now(h, remote, off, length, std::move(done));
                                         });
@@ -422,7 +422,7 @@ void Filesystem::Impl::copy_file_range(fuse_req_t req, fuse_file_info* fi_in, of
         floor_write_sent(out->ino, to + n, n);
         data_changed(out->ino);
         // A write to the destination range made meanwhile must not overtake the copy.
-        const size_t connection = out->remote->connection;
+        const size_t connection = out->remote->lane;
         auto on_copied = tracked([this, req, out, n](std::pair<WriteOrder::Token, Status> r) {
           write_order.complete(out->ino, r.first);
           Status s = std::move(r.second);

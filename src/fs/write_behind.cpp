@@ -108,8 +108,10 @@ std::optional<Error> Filesystem::Impl::take_write_error(const std::shared_ptr<Fi
 }
 
 void Filesystem::Impl::maybe_open_write_stripes(const std::shared_ptr<FileHandle>& h) {
-  const size_t connections = client->connection_count();
-  if (connections < 2 || h->append) return;
+  // Every lane (connection x SFTP channel) has its own flow-control window: OpenSSH grants each
+  // channel 2 MiB, so one lane carries at most 2 MiB per round trip.
+  const size_t lanes = client->lane_count();
+  if (lanes < 2 || h->append) return;
   {
     std::lock_guard lock(h->mutex);
     if (h->write_stripes_requested || h->released || h->bytes_written < kWriteStripeAfter) return;
@@ -122,10 +124,10 @@ void Filesystem::Impl::maybe_open_write_stripes(const std::shared_ptr<FileHandle
     h->write_stripes_requested = !path;  // detached: never; a rename running: try again later
     return;
   }
-  for (size_t i = 1; i < connections; ++i) {
-    size_t index = (h->remote->connection + i) % connections;
+  for (size_t i = 1; i < lanes; ++i) {
+    size_t lane = (h->remote->lane + i) % lanes;
     // WRITE only: no CREAT/TRUNC/EXCL/APPEND, the file exists and must not change by opening it.
-    client->open_on(index, *path, sftp::SSH_FXF_WRITE, sftp::Attrs{},
+    client->open_on(lane, *path, sftp::SSH_FXF_WRITE, sftp::Attrs{},
                     tracked([this, h, epoch, expected = *path](Result<client::FileRef> r) {
                       if (!r) {
                         LOG_DEBUG("extra write handle for %s not opened: %s", expected.c_str(),
@@ -147,10 +149,10 @@ void Filesystem::Impl::maybe_open_write_stripes(const std::shared_ptr<FileHandle
   }
 }
 
-client::FileRef Filesystem::Impl::write_target(const std::shared_ptr<FileHandle>& h, size_t connection) {
+client::FileRef Filesystem::Impl::write_target(const std::shared_ptr<FileHandle>& h, size_t lane) {
   std::lock_guard lock(h->mutex);
   for (auto& s : h->write_stripes)
-    if (s->connection == connection) return s;
+    if (s->lane == lane) return s;
   return h->remote;
 }
 
@@ -167,7 +169,7 @@ void Filesystem::Impl::write(fuse_req_t req, Ino, const char* buf, size_t size, 
     if (handle->first_error) earlier = handle->first_error;
   }
   if (earlier) return reply_error(req, *earlier);
-  std::vector<size_t> usable{handle->remote->connection};
+  std::vector<size_t> usable{handle->remote->lane};
   {
     std::lock_guard lock(handle->mutex);
     if (handle->append) {
@@ -176,7 +178,7 @@ void Filesystem::Impl::write(fuse_req_t req, Ino, const char* buf, size_t size, 
     }
     handle->bytes_written += size;
     handle->written_end = std::max<uint64_t>(handle->written_end, offset + size);
-    for (auto& s : handle->write_stripes) usable.push_back(s->connection);
+    for (auto& s : handle->write_stripes) usable.push_back(s->lane);
     handle->in_flight += size;
     // Within the handle's bound and the mount's: many writers together hold no more than the budget.
     uint64_t mount_in_flight = write_behind_used.fetch_add(size) + size;
@@ -216,9 +218,9 @@ void Filesystem::Impl::write(fuse_req_t req, Ino, const char* buf, size_t size, 
   // Counted as outstanding from now, even while it waits in WriteOrder.
   auto on_reply = tracked([answered](std::pair<WriteOrder::Token, Status> r) { answered(r.first, std::move(r.second)); });
   write_order.write(handle->ino, offset, offset + size, std::move(usable), preferred,
-                    [this, handle, offset, data = std::move(data), on_reply](size_t connection,
+                    [this, handle, offset, data = std::move(data), on_reply](size_t lane,
                                                                             WriteOrder::Token token) mutable {
-                      client->write(write_target(handle, connection), offset, std::move(data),
+                      client->write(write_target(handle, lane), offset, std::move(data),
                                     [on_reply, token](Status s) mutable { on_reply(std::make_pair(token, std::move(s))); });
                     });
   if (ack_now) fuse_reply_write(req, size);

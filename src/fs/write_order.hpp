@@ -1,4 +1,6 @@
 // Keeps a file's writes in order when they travel on several connections.
+// "Connection" here means a lane (client::Client::lane_count): a connection's SFTP channel. Channel 0
+// of connection i is lane i; the extra channels are further lanes, each its own sftp-server.
 //
 // SFTP orders requests only within one connection: a WRITE sent on connection B may overtake one sent
 // earlier on A. WriteOrder records, per inode, the byte ranges of writes in flight and the connection

@@ -1,7 +1,8 @@
-"""Writes spread over several connections (max_conns > 1) never lose or reorder bytes.
+"""Writes spread over several lanes never lose or reorder bytes.
 
-SFTP orders requests only within one connection; with max_conns=N a long write stream also goes over
-extra handles on the other connections. These tests apply the same seeded random writes to a local
+A lane is a connection's SFTP channel (its own sftp-server and flow-control window): with max_conns=N
+and max_channels=C (default 4) a long write stream also goes over extra handles on the other lanes.
+SFTP orders requests only within one lane. These tests apply the same seeded random writes to a local
 file and to a file on the mount and compare the bytes (on the server and through the mount) after
 every fsync and close. No timing is asserted anywhere.
 """
@@ -9,10 +10,12 @@ import hashlib
 import os
 import random
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from conftest import Mounter, private_sshd, sftpfs_binary
 from test_faults import FAILURE_ERRNOS, own_server, session_pids  # noqa: F401 (fixture)
 
 MiB = 1 << 20
@@ -123,10 +126,19 @@ def check_same(seed, step, model: Path, server_file: Path, mounted: Path):
     assert through_mount == expected, f"seed {seed}, step {step}: bytes read through the mount differ"
 
 
+LANE_LAYOUTS = {
+    "three-connections": ["max_conns=3", "max_channels=1"],
+    "four-channels": [],  # the default: one connection, up to 4 channels
+    "two-by-two": ["max_conns=2", "max_channels=2"],
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [int(s) for s in os.environ.get("SFTPFS_STRIPE_SEEDS", "1,2,3").split(",")])
-def test_random_writes_over_three_connections_match_a_local_file(sshd, remote, mount, tmp_path, seed):
-    mnt = mount(remote, options=["max_conns=3", "request_timeout=60"])
+@pytest.mark.parametrize("layout,seed", [("three-connections", int(s)) for s in
+                                         os.environ.get("SFTPFS_STRIPE_SEEDS", "1,2,3").split(",")] +
+                         [("four-channels", 4), ("four-channels", 5), ("two-by-two", 6)])
+def test_random_writes_over_several_lanes_match_a_local_file(sshd, remote, mount, tmp_path, layout, seed):
+    mnt = mount(remote, options=LANE_LAYOUTS[layout] + ["request_timeout=60"])
     rng = random.Random(seed)
     model = tmp_path / "model"
     twin = Twin(model, mnt / "f")
@@ -185,7 +197,7 @@ def test_a_large_sequential_write_uses_both_connections_and_is_exact(own_server)
     server, mount = own_server
     remote = server.remote_base / "data"
     remote.mkdir()
-    mnt = mount(remote, options=["max_conns=2"])
+    mnt = mount(remote, options=["max_conns=2", "max_channels=1"])
     with open(mnt / "warm", "wb") as f:  # both connections are up and idle before we count
         f.write(b"x")
     servers = sftp_server_pids(server)
@@ -211,7 +223,7 @@ def test_a_striped_write_that_loses_a_connection_fails_at_close(own_server):
     server, mount = own_server
     remote = server.remote_base / "data"
     remote.mkdir()
-    mnt = mount(remote, options=["max_conns=2", "request_timeout=5", "noreconnect"])
+    mnt = mount(remote, options=["max_conns=2", "max_channels=1", "request_timeout=5", "noreconnect"])
     with open(mnt / "warm", "wb") as f:
         f.write(b"x")
     servers = sftp_server_pids(server)
@@ -241,7 +253,7 @@ def test_a_striped_write_that_loses_a_connection_is_replayed_with_reconnect(own_
     server, mount = own_server
     remote = server.remote_base / "data"
     remote.mkdir()
-    mnt = mount(remote, options=["max_conns=2", "request_timeout=5"])
+    mnt = mount(remote, options=["max_conns=2", "max_channels=1", "request_timeout=5"])
     with open(mnt / "warm", "wb") as f:
         f.write(b"x")
     servers = sftp_server_pids(server)
@@ -274,3 +286,82 @@ def test_times_set_right_after_striped_writes_stick(mount, remote):
         os.utime(mnt / "big", (stamp + 10, stamp + 10))
     assert (remote / "big").stat().st_mtime == stamp + 10
     assert os.stat(mnt / "big").st_mtime == stamp + 10
+
+
+def write_random(path: Path, mib: int, seed: int, kill_at=None, victim=None) -> str:
+    """Writes mib MiB of seeded random bytes in 1 MiB writes; kills `victim` (a pid, or a function
+    returning one) after write number kill_at. Returns the SHA-256 of what was written."""
+    h = hashlib.sha256()
+    rng = random.Random(seed)
+    with open(path, "wb", buffering=0) as f:
+        for i in range(mib):
+            block = rng.randbytes(MiB)
+            h.update(block)
+            f.write(block)
+            if i == kill_at:
+                os.kill(victim() if callable(victim) else victim, signal.SIGKILL)
+    return h.hexdigest()
+
+
+def test_a_large_write_at_default_options_goes_over_extra_channels_of_one_login(own_server):
+    """OpenSSH grants each channel a 2 MiB window, so one channel carries at most 2 MiB per round
+    trip: a long stream opens up to 3 more channels on the same session (no second login), each its
+    own sftp-server, and spreads over them, byte-exact."""
+    server, mount = own_server
+    remote = server.remote_base / "data"
+    remote.mkdir()
+    mnt = mount(remote)
+    with open(mnt / "warm", "wb") as f:
+        f.write(b"x")
+    assert len(sftp_server_pids(server)) == 1  # extra channels open only when a stream needs them
+    logins_before = len(session_pids(server.pid)) - 1
+    size_mib = 96
+    digest = write_random(mnt / "big", size_mib, 42)
+    servers = sftp_server_pids(server)
+    assert len(servers) == 4, servers
+    assert len(session_pids(server.pid)) - len(servers) == logins_before, "an extra channel must not be a new login"
+    shares = {pid: bytes_written_by(pid) for pid in servers}
+    assert all(share > 8 * MiB for share in shares.values()), shares
+    assert sum(shares.values()) >= size_mib * MiB, shares
+    assert sha256_of(remote / "big") == digest
+    assert sha256_of(mnt / "big") == digest
+    status = subprocess.run([sftpfs_binary(), "--status", str(mnt)], capture_output=True, text=True, timeout=30)
+    assert "SFTP channels open 4 of 4" in status.stdout, status.stdout
+
+
+def test_an_extra_channel_whose_server_dies_is_replayed_with_reconnect(own_server):
+    """One extra channel's sftp-server dies mid-stream: the connection is replaced, every handle
+    reopened on its own channel, the unconfirmed writes sent again, and the file ends byte-identical."""
+    server, mount = own_server
+    remote = server.remote_base / "data"
+    remote.mkdir()
+    mnt = mount(remote, options=["request_timeout=5"])
+    with open(mnt / "warm", "wb") as f:
+        f.write(b"x")
+    first = set(sftp_server_pids(server))
+
+    def an_extra_channel():
+        extra = [pid for pid in sftp_server_pids(server) if pid not in first]
+        assert extra, "the stream never opened an extra channel"
+        return extra[-1]
+
+    digest = write_random(mnt / "out", 48, 7, kill_at=28, victim=an_extra_channel)
+    assert sha256_of(remote / "out") == digest
+    assert sha256_of(mnt / "out") == digest
+
+
+def test_a_server_that_refuses_extra_channels_still_gets_every_byte(tmp_path):
+    """sshd with MaxSessions 1 refuses a second channel: the stream stays on the first, exact."""
+    with private_sshd("sftpfs-maxsessions-", ("MaxSessions 1",)) as server:
+        mounter = Mounter(server, tmp_path)
+        try:
+            remote = server.remote_base / "data"
+            remote.mkdir()
+            mnt = mounter(remote)
+            digest = write_random(mnt / "big", 32, 3)
+            assert sha256_of(remote / "big") == digest
+            assert len(sftp_server_pids(server)) == 1
+            status = subprocess.run([sftpfs_binary(), "--status", str(mnt)], capture_output=True, text=True, timeout=30)
+            assert "SFTP channels open 1 of 4" in status.stdout, status.stdout
+        finally:
+            mounter.close()
