@@ -162,9 +162,9 @@ void Filesystem::Impl::copy_completion(DirHandle& from, DirHandle& to) {
   if (!error) read_subdirectories_ahead(to.path, listing);  // the application walks on
 }
 
-void Filesystem::Impl::read_listing_ahead(const std::string& path) {
+void Filesystem::Impl::read_listing_ahead(const std::string& path, bool again) {
   if (!opt.cache || !caches.dirs.enabled() || opt.follow_symlinks) return;
-  if (caches.dirs.get(path)) return;
+  if (!again && caches.dirs.get(path)) return;
   auto dir = std::make_shared<DirHandle>(0, path);
   dir->in_flight_limit = kReaddirInitialInFlight;
   dir->stamp = caches.listing_stamp();
@@ -191,6 +191,13 @@ void Filesystem::Impl::read_listing_ahead(const std::string& path) {
     }
     fetch_more(dir);
   }));
+}
+
+void Filesystem::Impl::read_listing_again(const std::string& dir_path, std::chrono::milliseconds age) {
+  if (negative_timeout <= 0 || seconds(age) < negative_timeout / 2) return;
+  auto listing = caches.dirs.get(dir_path);
+  if (listing && *listing && (*listing)->size() > kMaxListingReadAgain) return;
+  read_listing_ahead(dir_path, /*again=*/true);  // at most one reading per directory at a time
 }
 
 void Filesystem::Impl::read_subdirectories_ahead(const std::string& path, const DirListing& listing) {

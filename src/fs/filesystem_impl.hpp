@@ -424,7 +424,16 @@ struct Filesystem::Impl {
   // A kernel directory handle served by a listing that is being read ahead: it completes with it.
   std::shared_ptr<DirHandle> pending_view(const std::shared_ptr<DirHandle>& ahead, Ino ino);
   void copy_completion(DirHandle& from, DirHandle& to);
-  void read_listing_ahead(const std::string& path);
+  // again=true reads it even though a listing of `path` is cached (one too old to answer for absent
+  // names: read_listing_again).
+  void read_listing_ahead(const std::string& path, bool again = false);
+  // A listing that answers for absent names (gcc's misses in its -I directories, make's in its vpath)
+  // may do so only within negative_timeout of its reading: past half of that, a lookup it answered
+  // starts reading it again (one OPENDIR, READDIRs in flight, CLOSE), and a lookup it is too old to
+  // answer does too (beside its own LSTAT), so a directory in use keeps answering locally instead of
+  // costing an LSTAT per missing name. Listings above kMaxListingReadAgain entries are not read again.
+  static constexpr size_t kMaxListingReadAgain = 5000;
+  void read_listing_again(const std::string& dir_path, std::chrono::milliseconds age);
   void read_subdirectories_ahead(const std::string& path, const DirListing& listing);
 
   // A directory's size (when its attributes are known) says roughly how many entries it has: on

@@ -105,6 +105,10 @@ void Filesystem::Impl::lookup_name(fuse_req_t req, Ino parent, const std::string
     if (auto listed = caches.from_listing(dir_path, n)) {
       if (!*listed) {
         auto age = caches.dirs.age(dir_path);
+        // Past half of negative_timeout, or past all of it, the listing is read again (at most one
+        // reading at a time), so the next lookups of absent names in this directory are answered here
+        // too, from a listing that says what the server has now.
+        if (age) read_listing_again(dir_path, *age);
         if (age && seconds(*age) < negative_timeout) return reply_negative(req, *age);
         // Older than that: the server says (below).
       }

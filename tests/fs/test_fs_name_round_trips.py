@@ -1,7 +1,8 @@
 """Round trips of the namespace (issue 9, cuts 1, 3, 7 and 8): absent names answered from listings, a
 lookup waiting for the listing being read, removed names remembered missing, listings kept across a
 directory's own attribute changes, RENAME_NOREPLACE as one plain RENAME on a server known to refuse an
-existing target, a walk's readdir served from the listing read ahead. Each is checked for the requests it saves and for the negative rule: what the mount
+existing target, a walk's readdir served from the listing read ahead, a listing in use read again before
+it is too old to answer for absent names. Each is checked for the requests it saves and for the negative rule: what the mount
 shows is what the server has, except that a name created elsewhere may stay hidden for negative_timeout.
 
 The server is a private sshd whose sftp subsystem is bench/sftp-logger (OpenSSH's sftp-server logging
@@ -155,6 +156,80 @@ def test_a_listing_read_ahead_answers_absent_names_and_a_later_creation_shows(lo
     assert (m / "inc" / "late.h").read_text() == "late"
     # ... and a readdir shows it too (the stale listing was dropped when the LSTAT found the name).
     assert "late.h" in os.listdir(m / "inc")
+
+
+def test_a_listing_too_old_for_absent_names_is_read_again_once_not_an_lstat_per_name(logged, data, mounter):
+    d = data / "inc"
+    d.mkdir()
+    make_files(d, [f"h{i}.h" for i in range(20)])
+    m = mounter(data, OPTIONS)
+    assert absent(m / "inc" / "miss0.h")
+    settle(logged, d)
+    opendirs = logged.count("opendir", d)
+    # The listing is now too old to say "absent" (a build that takes longer than negative_timeout),
+    # and another client adds a name after it was read.
+    time.sleep(NEGATIVE + 0.3)
+    (d / "late.h").write_text("late")
+    # The first miss is asked of the server, and the directory is read again meanwhile ...
+    assert absent(m / "inc" / "first.h")
+    assert logged.count("lstat", d / "first.h") == 1
+    assert wait_until(lambda: logged.count("opendir", d) > opendirs, timeout=5), "the listing was not read again"
+    time.sleep(0.3)  # its READDIRs
+    assert logged.count("opendir", d) == opendirs + 1, "read again once"
+    # ... so the next misses are answered from it, as gcc's are in each -I directory.
+    for i in range(1, 11):
+        assert absent(m / "inc" / f"miss{i}.h")
+        assert logged.count("lstat", d / f"miss{i}.h") == 0, "answered by the listing read again"
+    # The listing read again is what the server has now: the later name is there, no LSTAT needed.
+    assert (m / "inc" / "late.h").read_text() == "late"
+    assert logged.count("lstat", d / "late.h") == 0
+
+
+def test_a_listing_in_use_is_read_again_before_it_is_too_old(logged, data, mounter):
+    d = data / "inc"
+    d.mkdir()
+    make_files(d, [f"h{i}.h" for i in range(20)])
+    m = mounter(data, OPTIONS)
+    assert absent(m / "inc" / "miss0.h")
+    settle(logged, d)
+    opendirs = logged.count("opendir", d)
+    # Past half of negative_timeout a miss is still answered by the listing, and starts reading it again.
+    time.sleep(NEGATIVE * 0.6)
+    assert absent(m / "inc" / "a.h")
+    assert logged.count("lstat", d / "a.h") == 0
+    assert wait_until(lambda: logged.count("opendir", d) > opendirs, timeout=5), "the listing was not read again"
+    # Past the first reading's negative_timeout, within the second's: misses cost nothing.
+    time.sleep(NEGATIVE * 0.6)
+    for i in range(10):
+        assert absent(m / "inc" / f"b{i}.h")
+        assert logged.count("lstat", d / f"b{i}.h") == 0, "answered by the listing read again ahead"
+
+
+def test_a_name_created_while_its_listing_is_kept_current_shows_within_negative_timeout(logged, data, mounter):
+    d = data / "inc"
+    d.mkdir()
+    make_files(d, [f"h{i}.h" for i in range(20)])
+    m = mounter(data, OPTIONS)
+    assert absent(m / "inc" / "miss0.h")
+    settle(logged, d)
+    assert absent(m / "inc" / "late.h")  # remembered absent (here and by the kernel) for a while
+    asked_before = logged.count("lstat", d / "late.h")
+    (d / "late.h").write_text("late")
+    created = time.monotonic()
+    # Misses keep the directory's listing in use (and read again) while the new name is looked for.
+    seen, i = None, 0
+    while time.monotonic() - created < NEGATIVE + 2.0:
+        assert absent(m / "inc" / f"keep{i}.h")
+        i += 1
+        if not absent(m / "inc" / "late.h"):
+            seen = time.monotonic() - created
+            break
+        time.sleep(0.05)
+    assert seen is not None, "a name created on the server stayed hidden"
+    assert seen <= NEGATIVE + 0.3, f"hidden {seen:.2f} s, longer than negative_timeout ({NEGATIVE} s)"
+    assert (m / "inc" / "late.h").read_text() == "late"
+    # It was found in a listing read again (the first one said "absent"), not by an LSTAT.
+    assert logged.count("lstat", d / "late.h") == asked_before
 
 
 def test_a_lookup_waits_for_the_listing_being_read(logged, data, tmp_path):
