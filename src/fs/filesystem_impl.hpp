@@ -56,6 +56,9 @@ constexpr uint64_t kWriteBehindBytes = 8u << 20;
 // them in granules of this size (the kernel's largest write, so one kernel write is one piece).
 constexpr uint64_t kWriteStripeAfter = 8u << 20;
 constexpr uint64_t kWriteStripeGranule = 1u << 20;
+// Extra SFTP channels are opened for a write stream only at round trips at least this long (see
+// maybe_open_write_stripes).
+constexpr std::chrono::milliseconds kChannelWindowMattersRtt{5};
 // READDIR requests in flight on one directory handle: 8 at first (a small directory costs at most 7
 // tiny requests answered with a bare EOF), two more for every reply that carried entries, up to 64:
 // the window triples each round trip, so a 10,000-entry directory (OpenSSH sends up to 100 entries

@@ -9,6 +9,7 @@ every fsync and close. No timing is asserted anywhere.
 import hashlib
 import os
 import random
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -16,9 +17,46 @@ from pathlib import Path
 import pytest
 
 from conftest import Mounter, private_sshd, sftpfs_binary
+from fault_proxy import FaultProxy
 from test_faults import FAILURE_ERRNOS, own_server, session_pids  # noqa: F401 (fixture)
 
 MiB = 1 << 20
+# Extra channels help only where one channel's 2 MiB window limits a writer, so sftpfs opens them only
+# at round trips of 5 ms and more (kChannelWindowMattersRtt): the tests of channels go through the
+# fault proxy with 4 ms each way.
+CHANNEL_LATENCY = 0.004
+
+
+class Proxied:
+    """A test sshd as reached through a FaultProxy (host key not checked: a test server)."""
+
+    def __init__(self, server, port):
+        self.server, self.port = server, port
+
+    def server_path(self, local_path) -> str:
+        return str(local_path)
+
+    def ssh_options(self):
+        return ["-p", str(self.port), "-o", f"IdentityFile={self.server.key}", "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null"]
+
+
+class LatentMounter:
+    """Mounts through a fault proxy with CHANNEL_LATENCY; closes mounts, then the proxy."""
+
+    def __init__(self, server, workdir):
+        self.proxy = FaultProxy(server.port).start()
+        self.proxy.latency(CHANNEL_LATENCY)
+        self.mounter = Mounter(Proxied(server, self.proxy.port), workdir)
+
+    def __call__(self, *args, **kwargs):
+        return self.mounter(*args, **kwargs)
+
+    def close(self):
+        try:
+            self.mounter.close()
+        finally:
+            self.proxy.stop()
 
 
 def sha256_of(path: Path) -> str:
@@ -126,10 +164,10 @@ def check_same(seed, step, model: Path, server_file: Path, mounted: Path):
     assert through_mount == expected, f"seed {seed}, step {step}: bytes read through the mount differ"
 
 
-LANE_LAYOUTS = {
-    "three-connections": ["max_conns=3", "max_channels=1"],
-    "four-channels": [],  # the default: one connection, up to 4 channels
-    "two-by-two": ["max_conns=2", "max_channels=2"],
+LANE_LAYOUTS = {  # options, and whether the round trip is long enough for extra channels
+    "three-connections": (["max_conns=3", "max_channels=1"], False),
+    "four-channels": ([], True),  # the default: one connection, up to 4 channels
+    "two-by-two": (["max_conns=2", "max_channels=2"], True),
 }
 
 
@@ -138,7 +176,22 @@ LANE_LAYOUTS = {
                                          os.environ.get("SFTPFS_STRIPE_SEEDS", "1,2,3").split(",")] +
                          [("four-channels", 4), ("four-channels", 5), ("two-by-two", 6)])
 def test_random_writes_over_several_lanes_match_a_local_file(sshd, remote, mount, tmp_path, layout, seed):
-    mnt = mount(remote, options=LANE_LAYOUTS[layout] + ["request_timeout=60"])
+    options, latent = LANE_LAYOUTS[layout]
+    if latent:
+        latent_mount = LatentMounter(sshd, tmp_path)
+        try:
+            mnt = latent_mount(remote, options=options + ["request_timeout=60"])
+            random_writes_match(mnt, remote, tmp_path, seed)
+            status = subprocess.run([sftpfs_binary(), "--status", str(mnt)], capture_output=True, text=True, timeout=30)
+            opened = [int(n) for n in re.findall(r"SFTP channels open (\d+) of", status.stdout)]
+            assert opened and max(opened) > 1, f"the writes never used an extra channel:\n{status.stdout}"
+        finally:
+            latent_mount.close()
+    else:
+        random_writes_match(mount(remote, options=options + ["request_timeout=60"]), remote, tmp_path, seed)
+
+
+def random_writes_match(mnt, remote, tmp_path, seed):
     rng = random.Random(seed)
     model = tmp_path / "model"
     twin = Twin(model, mnt / "f")
@@ -307,53 +360,73 @@ def test_a_large_write_at_default_options_goes_over_extra_channels_of_one_login(
     """OpenSSH grants each channel a 2 MiB window, so one channel carries at most 2 MiB per round
     trip: a long stream opens up to 3 more channels on the same session (no second login), each its
     own sftp-server, and spreads over them, byte-exact."""
+    server, _ = own_server
+    remote = server.remote_base / "data"
+    remote.mkdir()
+    latent_mount = LatentMounter(server, remote.parent)
+    try:
+        mnt = latent_mount(remote)
+        with open(mnt / "warm", "wb") as f:
+            f.write(b"x")
+        assert len(sftp_server_pids(server)) == 1  # extra channels open only when a stream needs them
+        logins_before = len(session_pids(server.pid)) - 1
+        size_mib = 64
+        digest = write_random(mnt / "big", size_mib, 42)
+        servers = sftp_server_pids(server)
+        assert len(servers) == 4, servers
+        assert len(session_pids(server.pid)) - len(servers) == logins_before, "an extra channel must not be a new login"
+        shares = {pid: bytes_written_by(pid) for pid in servers}
+        assert all(share > 6 * MiB for share in shares.values()), shares
+        assert sum(shares.values()) >= size_mib * MiB, shares
+        assert sha256_of(remote / "big") == digest
+        assert sha256_of(mnt / "big") == digest
+        status = subprocess.run([sftpfs_binary(), "--status", str(mnt)], capture_output=True, text=True, timeout=30)
+        assert "SFTP channels open 4 of 4" in status.stdout, status.stdout
+    finally:
+        latent_mount.close()
+
+
+def test_a_large_write_without_latency_stays_on_one_channel(own_server):
+    """At a short round trip one channel's window is no limit, and extra channels would only cost
+    CPU per byte: the stream stays on the first channel."""
     server, mount = own_server
     remote = server.remote_base / "data"
     remote.mkdir()
     mnt = mount(remote)
-    with open(mnt / "warm", "wb") as f:
-        f.write(b"x")
-    assert len(sftp_server_pids(server)) == 1  # extra channels open only when a stream needs them
-    logins_before = len(session_pids(server.pid)) - 1
-    size_mib = 96
-    digest = write_random(mnt / "big", size_mib, 42)
-    servers = sftp_server_pids(server)
-    assert len(servers) == 4, servers
-    assert len(session_pids(server.pid)) - len(servers) == logins_before, "an extra channel must not be a new login"
-    shares = {pid: bytes_written_by(pid) for pid in servers}
-    assert all(share > 8 * MiB for share in shares.values()), shares
-    assert sum(shares.values()) >= size_mib * MiB, shares
+    digest = write_random(mnt / "big", 32, 9)
     assert sha256_of(remote / "big") == digest
-    assert sha256_of(mnt / "big") == digest
-    status = subprocess.run([sftpfs_binary(), "--status", str(mnt)], capture_output=True, text=True, timeout=30)
-    assert "SFTP channels open 4 of 4" in status.stdout, status.stdout
+    assert len(sftp_server_pids(server)) == 1
 
 
 def test_an_extra_channel_whose_server_dies_is_replayed_with_reconnect(own_server):
     """One extra channel's sftp-server dies mid-stream: the connection is replaced, every handle
     reopened on its own channel, the unconfirmed writes sent again, and the file ends byte-identical."""
-    server, mount = own_server
+    server, _ = own_server
     remote = server.remote_base / "data"
     remote.mkdir()
-    mnt = mount(remote, options=["request_timeout=5"])
-    with open(mnt / "warm", "wb") as f:
-        f.write(b"x")
-    first = set(sftp_server_pids(server))
+    latent_mount = LatentMounter(server, remote.parent)
+    try:
+        mnt = latent_mount(remote, options=["request_timeout=5"])
+        with open(mnt / "warm", "wb") as f:
+            f.write(b"x")
+        first = set(sftp_server_pids(server))
 
-    def an_extra_channel():
-        extra = [pid for pid in sftp_server_pids(server) if pid not in first]
-        assert extra, "the stream never opened an extra channel"
-        return extra[-1]
+        def an_extra_channel():
+            extra = [pid for pid in sftp_server_pids(server) if pid not in first]
+            assert extra, "the stream never opened an extra channel"
+            return extra[-1]
 
-    digest = write_random(mnt / "out", 48, 7, kill_at=28, victim=an_extra_channel)
-    assert sha256_of(remote / "out") == digest
-    assert sha256_of(mnt / "out") == digest
+        digest = write_random(mnt / "out", 40, 7, kill_at=24, victim=an_extra_channel)
+        assert sha256_of(remote / "out") == digest
+        assert sha256_of(mnt / "out") == digest
+    finally:
+        latent_mount.close()
 
 
 def test_a_server_that_refuses_extra_channels_still_gets_every_byte(tmp_path):
     """sshd with MaxSessions 1 refuses a second channel: the stream stays on the first, exact."""
     with private_sshd("sftpfs-maxsessions-", ("MaxSessions 1",)) as server:
-        mounter = Mounter(server, tmp_path)
+        mounter = LatentMounter(server, tmp_path)
         try:
             remote = server.remote_base / "data"
             remote.mkdir()
