@@ -23,7 +23,7 @@ void tune_malloc() {
   mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024);
   // Free memory at the top of a heap beyond 8 MiB goes back at once; holes in the middle go back at
   // the idle trimmer's malloc_trim.
-  mallopt(M_TRIM_THRESHOLD, 8 * 1024 * 1024);
+  mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
 }
 
 uint64_t resident_bytes() {

@@ -278,6 +278,9 @@ struct Connection::Impl {
         fill_batch(index);
         if (c.out.empty()) return {};
       }
+      // A full window: channel_write would only read the socket (a syscall) and return EAGAIN. Not
+      // while this call owns a half-sent packet: that must be continued whatever the window says.
+      if (channels.size() > 1 && !half_sent() && libssh2_channel_window_write(c.channel.get()) == 0) return {};
       ssize_t rc = libssh2_channel_write(c.channel.get(), reinterpret_cast<const char*>(c.out.data() + c.out_pos),
                                          c.out.size() - c.out_pos);
       if (rc == LIBSSH2_ERROR_EAGAIN) {
@@ -325,13 +328,20 @@ struct Connection::Impl {
     }
   }
 
-  // Reading one channel may pull another's data off the socket into libssh2's queue, where no poll
-  // sees it: pass over the channels until a whole pass gets nothing.
+  // Every channel_read first reads the socket until EAGAIN (a syscall at least), which pulls every
+  // channel's data into libssh2's queue, where no poll sees it. So the first readable channel is read
+  // (the socket), then the others only when data, an end or a close waits for them in that queue;
+  // passes repeat until one gets nothing.
   Status receive_all() {
     for (bool again = true; again && !half_sent();) {
       again = false;
+      bool socket_read = false;
       for (size_t index = 0; index < channels.size() && !half_sent(); ++index) {
-        if (!channels[index].readable()) continue;
+        SftpChannel& c = channels[index];
+        if (!c.readable()) continue;
+        if (socket_read && !libssh2_poll_channel_read(c.channel.get(), 0) && !libssh2_channel_eof(c.channel.get()))
+          continue;
+        socket_read = true;
         bool got = false;
         if (auto st = receive_channel(index, got); !st) return st;
         again |= got;
