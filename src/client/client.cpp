@@ -152,9 +152,10 @@ struct Client::Impl {
   }
   // A handle request: built with the file's handle at the time it goes out (a reconnect replaces it).
   void send_on(const FileRef& file, std::function<sftp::Bytes(const std::string& handle)> build, ReplyCallback done,
-               Replay replay = Replay::resend, Clock::time_point deadline = {}) {
+               Replay replay = Replay::resend, Clock::time_point deadline = {}, Payload payload = {}) {
     Request request;
     request.file = file;
+    request.payload = std::move(payload);
     request.channel = file->channel;
     request.build = [file, build = std::move(build)]() -> Result<sftp::Bytes> { return build(file->handle()); };
     request.done = std::move(done);
@@ -621,14 +622,16 @@ void Client::write(const FileRef& file, uint64_t offset, sftp::Bytes data, Done 
   job->done = std::move(done);
   job->pieces_left = (data.size() + piece - 1) / piece;
   // The bytes stay here until every piece is acknowledged: a piece in flight at a drop is sent again.
+  // Each piece's data goes out from here behind its header (no copy into a packet).
   auto bytes = std::make_shared<const sftp::Bytes>(std::move(data));
   for (size_t pos = 0; pos < bytes->size(); pos += piece) {
     size_t length = std::min(piece, bytes->size() - pos);
     impl_->send_on(file,
-                   [bytes, pos, length, at = offset + pos](const std::string& handle) {
-                     return sftp::build_write(0, handle, at, sftp::ByteView(bytes->data() + pos, length));
+                   [length, at = offset + pos](const std::string& handle) {
+                     return sftp::build_write_header(0, handle, at, static_cast<uint32_t>(length));
                    },
-                   expect_ok([job](Status st) { job->on_reply(std::move(st)); }));
+                   expect_ok([job](Status st) { job->on_reply(std::move(st)); }), Replay::resend, {},
+                   Payload{bytes, pos, length});
   }
 }
 

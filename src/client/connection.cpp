@@ -103,6 +103,7 @@ struct Connection::Impl {
     ReplyCallback on_reply;
     Clock::time_point deadline;  // {} = from the moment it is written
     size_t channel = 0;
+    Payload payload;  // sent right behind `packet`
   };
   struct InFlight {
     ReplyCallback on_reply;
@@ -121,11 +122,13 @@ struct Connection::Impl {
     std::deque<Queued> waiting;  // taken from `submitted`, not yet written (in-flight cap, or not open yet)
     sftp::Bytes out;             // the batch being sent; untouched until fully sent
     size_t out_pos = 0;
+    Payload tail;                // sent after `out`: the last request's payload (a WRITE's data)
+    size_t tail_pos = 0;
     sftp::Bytes in;              // received bytes not yet parsed
     size_t in_len = 0;
     std::string refusal;         // why it is refused
 
-    bool drained() const { return out_pos == out.size(); }
+    bool drained() const { return out_pos == out.size() && tail_pos == tail.length; }
     bool readable() const { return phase == Phase::greeting || phase == Phase::ready; }
   };
   using Phase = SftpChannel::Phase;
@@ -232,12 +235,20 @@ struct Connection::Impl {
     SftpChannel& c = channels[index];
     c.out.clear();
     c.out_pos = 0;
+    c.tail = {};
+    c.tail_pos = 0;
     const auto now = Clock::now();
     while (!c.waiting.empty() && in_flight.size() < options.max_in_flight && c.out.size() < kMaxBatchBytes) {
       Queued& q = c.waiting.front();
-      // A large packet (a WRITE) alone in the batch is sent from its own buffer, not copied.
+      // A payload (a WRITE's data) is sent from where it is, behind the batch, which it ends. A large
+      // packet is sent from its own buffer as a batch of its own.
+      if (q.payload.length > 0) {
+        c.tail = std::move(q.payload);
+      } else if (q.packet.size() >= kSendInPlaceBytes && !c.out.empty()) {
+        break;
+      }
       const bool alone = c.out.empty() && q.packet.size() >= kSendInPlaceBytes;
-      if (!c.out.empty() && q.packet.size() >= kSendInPlaceBytes) break;  // it gets a batch of its own
+      const bool last = alone || c.tail.length > 0;
       uint32_t id = allocate_id();
       store_u32(q.packet.data() + sftp::kIdOffset, id);
       const size_t size = q.packet.size();
@@ -247,10 +258,10 @@ struct Connection::Impl {
         c.out.insert(c.out.end(), q.packet.begin(), q.packet.end());
       }
       auto deadline = q.deadline == Clock::time_point{} ? now + options.request_timeout : q.deadline;
-      in_flight.emplace(id, InFlight{std::move(q.on_reply), deadline, now, index, size <= kRttProbeSize});
+      in_flight.emplace(id, InFlight{std::move(q.on_reply), deadline, now, index, size + c.tail.length <= kRttProbeSize});
       if (owed_since == Clock::time_point{}) owed_since = now;
       c.waiting.pop_front();
-      if (alone) break;
+      if (last) break;
     }
   }
 
@@ -276,20 +287,22 @@ struct Connection::Impl {
       if (c.drained()) {
         if (c.phase != Phase::ready) return {};
         fill_batch(index);
-        if (c.out.empty()) return {};
+        if (c.drained()) return {};
       }
       // A full window: channel_write would only read the socket (a syscall) and return EAGAIN. Not
       // while this call owns a half-sent packet: that must be continued whatever the window says.
       if (channels.size() > 1 && !half_sent() && libssh2_channel_window_write(c.channel.get()) == 0) return {};
-      ssize_t rc = libssh2_channel_write(c.channel.get(), reinterpret_cast<const char*>(c.out.data() + c.out_pos),
-                                         c.out.size() - c.out_pos);
+      const bool from_out = c.out_pos < c.out.size();
+      const uint8_t* bytes = from_out ? c.out.data() + c.out_pos : c.tail.data() + c.tail_pos;
+      const size_t left = from_out ? c.out.size() - c.out_pos : c.tail.length - c.tail_pos;
+      ssize_t rc = libssh2_channel_write(c.channel.get(), reinterpret_cast<const char*>(bytes), left);
       if (rc == LIBSSH2_ERROR_EAGAIN) {
         note_eagain(Pending::Kind::writer, index);
         return {};  // when not blocked sending, the server's window is full: wait for it to read
       }
       clear_pending();
       if (rc < 0) return Error::transport_error("sending failed: " + libssh2_error(raw(), int(rc)));
-      c.out_pos += static_cast<size_t>(rc);
+      (from_out ? c.out_pos : c.tail_pos) += static_cast<size_t>(rc);
       owner->bytes_sent_.fetch_add(static_cast<uint64_t>(rc), std::memory_order_relaxed);
     }
   }
@@ -721,7 +734,8 @@ Connection::~Connection() {
   for (auto it = impl_->channels.rbegin(); it != impl_->channels.rend(); ++it) it->channel.reset();
 }
 
-void Connection::submit(sftp::Bytes packet, ReplyCallback on_reply, Clock::time_point deadline, size_t channel) {
+void Connection::submit(sftp::Bytes packet, ReplyCallback on_reply, Clock::time_point deadline, size_t channel,
+                        Payload payload) {
   if (packet.size() < sftp::kIdOffset + 4) {
     on_reply(Error::protocol_error("internal: request packet too short"));
     return;
@@ -733,7 +747,7 @@ void Connection::submit(sftp::Bytes packet, ReplyCallback on_reply, Clock::time_
   {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     if (!failed_.load() && !impl_->stopping) {
-      impl_->submitted.push_back({std::move(packet), std::move(on_reply), deadline, channel});
+      impl_->submitted.push_back({std::move(packet), std::move(on_reply), deadline, channel, std::move(payload)});
       outstanding_.fetch_add(1);
       impl_->wake();
       return;

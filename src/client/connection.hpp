@@ -73,6 +73,15 @@ struct ServerFeatures {
   bool has(std::string_view ext) const { return version.has(ext); }
 };
 
+// Bytes sent right behind a request's packet, from where they are (a WRITE's data after the header
+// sftp::build_write_header made): the buffer is kept alive, and not changed, until sent.
+struct Payload {
+  std::shared_ptr<const sftp::Bytes> buffer;
+  size_t offset = 0;
+  size_t length = 0;
+  const uint8_t* data() const { return buffer->data() + offset; }
+};
+
 // Called exactly once, on the I/O thread (or on the submitter's thread when the connection is already
 // dead). The reply's byte views point into a buffer that lives only for the call: copy what you keep.
 // Callbacks must not block; they may submit further requests.
@@ -92,7 +101,8 @@ class Connection {
   // connection assigns. deadline = {}: now + options.request_timeout (counted from when it is sent).
   // `channel` < options.channels; a channel not yet open is opened first. When the server refuses
   // to open it, its requests complete with Error::Kind::unsupported (the connection stays up).
-  void submit(sftp::Bytes packet, ReplyCallback on_reply, Clock::time_point deadline = {}, size_t channel = 0);
+  void submit(sftp::Bytes packet, ReplyCallback on_reply, Clock::time_point deadline = {}, size_t channel = 0,
+              Payload payload = {});
 
   const ServerFeatures& features() const { return features_; }
   const ssh::SessionInfo& session_info() const;

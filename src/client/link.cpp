@@ -95,12 +95,13 @@ void Link::submit(const std::shared_ptr<Connection>& connection, uint64_t genera
   if (!packet) return request.done(packet.take_error());
   const auto deadline = request.deadline;
   const size_t channel = request.channel;
+  Payload payload = request.payload;
   auto shared = std::make_shared<Request>(std::move(request));
   connection->submit(std::move(*packet),
                      [this, generation, shared](Result<sftp::Reply> reply) {
                        on_reply(generation, std::move(*shared), std::move(reply));
                      },
-                     deadline, channel);
+                     deadline, channel, std::move(payload));
 }
 
 void Link::on_reply(uint64_t generation, Request request, Result<sftp::Reply> reply) {

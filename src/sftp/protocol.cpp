@@ -296,6 +296,13 @@ Bytes build_write(uint32_t id, std::string_view handle, uint64_t offset, ByteVie
       .finish();
 }
 
+Bytes build_write_header(uint32_t id, std::string_view handle, uint64_t offset, uint32_t data_length) {
+  Bytes header = request(SSH_FXP_WRITE, id, 4 + handle.size() + 8 + 4).string(handle).u64(offset).u32(data_length).finish();
+  const uint64_t length = uint64_t(header.size()) - 4 + data_length;
+  for (int i = 0; i < 4; ++i) header[i] = static_cast<uint8_t>(length >> (24 - 8 * i));
+  return header;
+}
+
 Bytes build_lstat(uint32_t id, std::string_view path) { return one_string(SSH_FXP_LSTAT, id, path); }
 Bytes build_fstat(uint32_t id, std::string_view handle) { return one_string(SSH_FXP_FSTAT, id, handle); }
 

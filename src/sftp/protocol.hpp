@@ -166,6 +166,9 @@ Bytes build_open(uint32_t id, std::string_view path, uint32_t pflags, const Attr
 Bytes build_close(uint32_t id, std::string_view handle);
 Bytes build_read(uint32_t id, std::string_view handle, uint64_t offset, uint32_t length);
 Bytes build_write(uint32_t id, std::string_view handle, uint64_t offset, ByteView data);
+// A WRITE without its data: the length field counts `data_length` bytes that the sender sends right
+// behind these from where they already are (Connection::submit's payload), so they are not copied.
+Bytes build_write_header(uint32_t id, std::string_view handle, uint64_t offset, uint32_t data_length);
 Bytes build_lstat(uint32_t id, std::string_view path);
 Bytes build_fstat(uint32_t id, std::string_view handle);
 Bytes build_setstat(uint32_t id, std::string_view path, const Attrs& attrs);

@@ -85,6 +85,13 @@ TEST(Builders, WriteCarriesDataAsString) {
   EXPECT_EQ(build_write(4, "hh", 0, ByteView()), req(SSH_FXP_WRITE, 4).str("hh").u64(0).u32(0).framed());
 }
 
+TEST(Builders, WriteHeaderFollowedByItsDataIsTheWholeWrite) {
+  const Bytes data{0, 1, 2, 0xFF, 7};
+  Bytes joined = build_write_header(4, "hh", 100, uint32_t(data.size()));
+  joined.insert(joined.end(), data.begin(), data.end());
+  EXPECT_EQ(joined, build_write(4, "hh", 100, ByteView(data)));
+}
+
 TEST(Builders, SingleStringRequests) {
   struct Case {
     std::function<Bytes(uint32_t, std::string_view)> build;
