@@ -5,8 +5,9 @@
 //   names.cpp            lookup, forget, readlink, mknod, symlink, unlink, rename, link; entry replies
 //   directories.cpp      mkdir, rmdir, opendir, readdir(plus), releasedir, listings read ahead
 //   file_io.cpp          open, create, read, flush, release, fsync, copy_file_range
-//   write_behind.cpp     write, write floors, striped writes, waiting for writes in flight
+//   write_behind.cpp     write, write floors, writes striped over lanes, waiting for writes in flight
 //   early_answers.cpp    attribute changes answered before the server confirms them (rule 6)
+//   small_file_readahead.cpp  whole small files read ahead while a program walks a directory
 // Internal to src/fs: nothing outside this directory includes it.
 //
 // Every operation checks its arguments, issues client calls and returns; the reply to the kernel is
