@@ -143,6 +143,10 @@ void Filesystem::Impl::maybe_open_write_stripes(const std::shared_ptr<FileHandle
                       if (same_file) {
                         std::lock_guard lock(h->mutex);
                         if (!h->released) {
+                          // Part of a stream this mount is writing, like the first handle: a reconnect
+                          // before its first write must not call the file "changed by someone else"
+                          // because the other lanes' writes moved its size (RemoteFile's reopen check).
+                          (*r)->note_write();
                           h->write_stripes.push_back(*r);
                           keep = true;
                         }

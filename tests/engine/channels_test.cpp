@@ -107,6 +107,28 @@ TEST_F(EngineTest, CutUnderWritesOnEveryChannelReopensEachOnItsOwnChannel) {
   EXPECT_EQ(c.status().connections[0].channels_open, 3u);
 }
 
+// The contract the filesystem's write stripes rely on: an extra handle that has not written yet is
+// checked at a reconnect like any file (its size moved: lost), unless it was marked as written, as
+// the filesystem marks every stripe of a stream it is writing.
+TEST_F(EngineTest, AStripeNotYetWrittenSurvivesAReconnectOnlyWhenMarkedAsWriting) {
+  auto& c = connect(1, with_channels(3));
+  auto first = wait_for<FileRef>([&](auto cb) { c.open_on(0, path("s"), kCreate, {}, cb); });
+  ASSERT_TRUE(first) << first.error().message;
+  ASSERT_TRUE(wait_for<void>([&](auto cb) { c.write(*first, 0, random_bytes(1u << 20, 1), cb); }));
+  auto marked = wait_for<FileRef>([&](auto cb) { c.open_on(1, path("s"), sftp::SSH_FXF_WRITE, {}, cb); });
+  auto unmarked = wait_for<FileRef>([&](auto cb) { c.open_on(2, path("s"), sftp::SSH_FXF_WRITE, {}, cb); });
+  ASSERT_TRUE(marked && unmarked);
+  (*marked)->note_write();
+  // The first handle grows the file; then the connection drops before the stripes wrote anything.
+  ASSERT_TRUE(wait_for<void>([&](auto cb) { c.write(*first, 1u << 20, random_bytes(1u << 20, 2), cb); }));
+  c.cut_connections();
+  auto written = wait_for<void>([&](auto cb) { c.write(*marked, 2u << 20, random_bytes(4096, 3), cb); });
+  EXPECT_TRUE(written) << written.error().message;
+  EXPECT_FALSE((*marked)->lost());
+  EXPECT_TRUE((*unmarked)->lost());
+  EXPECT_FALSE((*first)->lost());
+}
+
 TEST(EngineChannels, ARefusedChannelFailsItsRequestsAndKeepsTheConnection) {
   ssh::global_init();
   TestServer server({"MaxSessions 1"});
