@@ -115,6 +115,11 @@ void Filesystem::Impl::maybe_open_write_stripes(const std::shared_ptr<FileHandle
   const bool windows_limit = client->rtt(h->remote->connection) >= kChannelWindowMattersRtt;
   const size_t lanes = windows_limit ? client->lane_count() : client->connection_count();
   if (lanes < 2 || h->append) return;
+  // Several handles writing one file must write it in place. A server offering fsync@openssh.com
+  // holds a file descriptor per handle; rclone (no fsync) uploads each handle's writes apart: through
+  // a second handle it fails or drops writes at offsets, and its FSTAT still shows the file's size,
+  // so only this rule keeps its files whole.
+  if (!client->features().has(sftp::kExtFsync)) return;
   {
     std::lock_guard lock(h->mutex);
     if (h->write_stripes_requested || h->released || h->bytes_written < kWriteStripeAfter) return;

@@ -4,13 +4,15 @@ Results are checked on the server side (its local directory). The rest of the fi
 one server at a time with scripts/test-servers.sh (SFTPFS_TEST_SERVER)."""
 import errno
 import os
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
 import servers
-from conftest import Mounter, wait_until
+from conftest import Mounter, sftpfs_binary, wait_until
+from fault_proxy import FaultProxy
 from test_fs_helpers import make_file, sh, sha256_local, sha256_mounted
 
 OTHERS = [name for name in servers.ALL if name != "openssh"]  # openssh: every other test file
@@ -199,6 +201,46 @@ def test_rename_noreplace_never_replaces(server, area, smount):
     err = ctypes.get_errno()
     assert (area / "late").read_text() == "theirs", "RENAME_NOREPLACE replaced an existing file"
     assert (rc, err) == (-1, errno.EEXIST) and (area / "src").read_text() == "src"
+
+
+class ThroughProxy:
+    """A server as reached through a FaultProxy (host key not checked: a test server)."""
+
+    def __init__(self, server, port):
+        self.server, self.port = server, port
+
+    def server_path(self, local_path) -> str:
+        return self.server.server_path(local_path)
+
+    def ssh_options(self):
+        return ["-p", str(self.port), "-o", f"IdentityFile={self.server.key}", "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null"]
+
+
+def test_a_long_write_at_latency_is_exact_over_extra_channels(server, area, tmp_path):
+    """At a round trip long enough for extra SFTP channels (8 ms, through the fault proxy), a long
+    write stream also goes over more channels of the session on servers that write in place, and every
+    byte lands everywhere."""
+    src = tmp_path / "src.bin"
+    make_file(src, 24 << 20, seed=11)
+    want = sha256_local(src)
+    with FaultProxy(server.port) as proxy:
+        proxy.latency(0.004)
+        mounter = Mounter(ThroughProxy(server, proxy.port), tmp_path)
+        try:
+            mnt = mounter(area)
+            sh(f"dd if='{src}' of='{mnt}/big' bs=1M conv=fsync status=none")
+            status = subprocess.run([sftpfs_binary(), "--status", str(mnt)], capture_output=True, text=True,
+                                    timeout=30).stdout
+            # Striping needs writes in place through every handle: only servers offering fsync@openssh.com
+            # (rclone uploads each handle's writes apart and would lose them; paramiko offers no fsync).
+            opened = re.findall(r"SFTP channels open (\d+) of", status)
+            assert opened == (["4"] if has(server, "fsync") else ["1"]), status
+            wait_until(lambda: (area / "big").exists() and sha256_local(area / "big") == want)
+            assert sha256_local(area / "big") == want
+            assert sha256_mounted(mnt / "big") == want
+        finally:
+            mounter.close()
 
 
 def test_df_never_invents_numbers(server, area, smount):
