@@ -301,7 +301,9 @@ const ServerFeatures& Client::features() const { return impl_->features(); }
 const ssh::SessionInfo& Client::session_info() const { return impl_->links.front()->session_info(); }
 size_t Client::connection_count() const { return impl_->links.size(); }
 size_t Client::lane_count() const { return impl_->lane_count(); }
-std::chrono::microseconds Client::rtt(size_t index) const { return impl_->links[index % impl_->links.size()]->rtt(); }
+std::chrono::microseconds Client::min_rtt(size_t index) const {
+  return impl_->links[index % impl_->links.size()]->min_rtt();
+}
 bool Client::alive() const {
   return std::all_of(impl_->links.begin(), impl_->links.end(), [](const auto& link) { return link->up(); });
 }

@@ -42,8 +42,9 @@ class Client {
   // Lanes: every (connection, SFTP channel) pair, each with its own handles and flow-control window.
   // Lanes 0 .. connection_count()-1 are the connections' first channels; the rest open on first use.
   size_t lane_count() const;
-  // Connection `index`'s smoothed round-trip time of small requests (0 until measured).
-  std::chrono::microseconds rtt(size_t index) const;
+  // Connection `index`'s shortest round trip of small requests so far (0 until measured): the path's
+  // latency, without the queueing a busy server adds.
+  std::chrono::microseconds min_rtt(size_t index) const;
   bool alive() const;  // every connection up
   ClientStatus status() const;
   // Stops reconnecting and closes every connection: requests waiting fail at once. Idempotent; the

@@ -415,6 +415,8 @@ struct Connection::Impl {
       auto sample = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - it->second.sent).count();
       uint64_t old = owner->rtt_us_.load(std::memory_order_relaxed);
       owner->rtt_us_.store(old == 0 ? uint64_t(sample) : (old * 7 + uint64_t(sample)) / 8, std::memory_order_relaxed);
+      uint64_t shortest = owner->min_rtt_us_.load(std::memory_order_relaxed);
+      if (shortest == 0 || uint64_t(sample) < shortest) owner->min_rtt_us_.store(std::max<uint64_t>(sample, 1), std::memory_order_relaxed);
     }
     in_flight.erase(it);
     owner->outstanding_.fetch_sub(1);

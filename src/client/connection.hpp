@@ -124,6 +124,8 @@ class Connection {
   uint64_t bytes_sent() const { return bytes_sent_.load(std::memory_order_relaxed); }
   uint64_t bytes_received() const { return bytes_received_.load(std::memory_order_relaxed); }
   std::chrono::microseconds rtt() const { return std::chrono::microseconds(rtt_us_.load(std::memory_order_relaxed)); }
+  // The shortest round trip seen: the path's latency, without the queueing a busy server adds to rtt().
+  std::chrono::microseconds min_rtt() const { return std::chrono::microseconds(min_rtt_us_.load(std::memory_order_relaxed)); }
 
   struct Impl;
 
@@ -134,7 +136,7 @@ class Connection {
   std::atomic<bool> failed_{false};
   std::atomic<size_t> outstanding_{0};
   std::atomic<size_t> channels_open_{1};
-  std::atomic<uint64_t> bytes_sent_{0}, bytes_received_{0}, rtt_us_{0};
+  std::atomic<uint64_t> bytes_sent_{0}, bytes_received_{0}, rtt_us_{0}, min_rtt_us_{0};
   friend struct Impl;
 };
 

@@ -224,9 +224,9 @@ size_t Link::outstanding() const {
   return (connection_ ? connection_->outstanding() : 0) + held_.size();
 }
 
-std::chrono::microseconds Link::rtt() const {
+std::chrono::microseconds Link::min_rtt() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return connection_ ? connection_->rtt() : std::chrono::microseconds{0};
+  return connection_ ? connection_->min_rtt() : std::chrono::microseconds{0};
 }
 
 ConnectionStatus Link::status() const {

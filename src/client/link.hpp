@@ -48,7 +48,7 @@ class Link {
   const ssh::SessionInfo& session_info() const { return session_info_; }
   bool up() const;
   size_t outstanding() const;
-  std::chrono::microseconds rtt() const;  // the current connection's smoothed round trip (0: not yet)
+  std::chrono::microseconds min_rtt() const;  // the current connection's shortest round trip (0: not yet)
   ConnectionStatus status() const;
   // Fails held requests whose wait is over (the client's ticker calls this every 200 ms).
   void expire_held(Clock::time_point now);

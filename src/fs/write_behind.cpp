@@ -112,7 +112,9 @@ void Filesystem::Impl::maybe_open_write_stripes(const std::shared_ptr<FileHandle
   // channel 2 MiB, so one lane carries at most 2 MiB per round trip. That limits a writer only when
   // the round trip is long (2 MiB / 5 ms = 400 MB/s, more than one connection's crypto does); below
   // that, extra channels only add CPU per byte (measured at 0 ms: 4.4 -> 6.8 CPU-s/GiB, slower).
-  const bool windows_limit = client->rtt(h->remote->connection) >= kChannelWindowMattersRtt;
+  // The shortest round trip seen: on a busy machine the smoothed one includes queueing at the server,
+  // which more channels would only add to.
+  const bool windows_limit = client->min_rtt(h->remote->connection) >= kChannelWindowMattersRtt;
   const size_t lanes = windows_limit ? client->lane_count() : client->connection_count();
   if (lanes < 2 || h->append) return;
   // Several handles writing one file must write it in place. A server offering fsync@openssh.com

@@ -185,6 +185,21 @@ def remote(sshd, request) -> Path:
     return path
 
 
+class Proxied:
+    """A test server as reached through a proxy on `port` (a FaultProxy): what a Mounter needs of it.
+    The host key is not checked (a test server, reached on the proxy's port)."""
+
+    def __init__(self, server, port):
+        self.server, self.port = server, port
+
+    def server_path(self, local_path) -> str:
+        return self.server.server_path(local_path)
+
+    def ssh_options(self):
+        return ["-p", str(self.port), "-o", f"IdentityFile={self.server.key}", "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null"]
+
+
 class Mounter:
     def __init__(self, sshd: Sshd, workdir: Path):
         self.sshd = sshd

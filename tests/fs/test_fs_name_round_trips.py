@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Mounter, private_sshd, wait_until
+from conftest import ROOT, Mounter, Proxied, private_sshd, wait_until
 from fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.openssh_only
@@ -97,19 +97,6 @@ def mounter(logged, tmp_path):
         m.close()
 
 
-class Proxied:
-    """The logged server as reached through a FaultProxy (host key not checked: a test server)."""
-
-    def __init__(self, server, port):
-        self.server, self.port = server, port
-
-    def server_path(self, local_path) -> str:
-        return str(local_path)
-
-    def ssh_options(self):
-        return ["-p", str(self.port), "-o", f"IdentityFile={self.server.key}", "-o", "StrictHostKeyChecking=no",
-                "-o", "UserKnownHostsFile=/dev/null"]
-
 
 def absent(path) -> bool:
     try:
@@ -158,14 +145,19 @@ def test_a_listing_read_ahead_answers_absent_names_and_a_later_creation_shows(lo
     assert "late.h" in os.listdir(m / "inc")
 
 
-def test_a_listing_too_old_for_absent_names_is_read_again_once_not_an_lstat_per_name(logged, data, mounter):
+def listed_include_dir(logged, data, mounter):
+    """An -I directory of 20 headers, mounted and listed (a miss looked up): (dir, its mount, OPENDIRs so far)."""
     d = data / "inc"
     d.mkdir()
     make_files(d, [f"h{i}.h" for i in range(20)])
     m = mounter(data, OPTIONS)
     assert absent(m / "inc" / "miss0.h")
     settle(logged, d)
-    opendirs = logged.count("opendir", d)
+    return d, m, logged.count("opendir", d)
+
+
+def test_a_listing_too_old_for_absent_names_is_read_again_once_not_an_lstat_per_name(logged, data, mounter):
+    d, m, opendirs = listed_include_dir(logged, data, mounter)
     # The listing is now too old to say "absent" (a build that takes longer than negative_timeout),
     # and another client adds a name after it was read.
     time.sleep(NEGATIVE + 0.3)
@@ -186,13 +178,7 @@ def test_a_listing_too_old_for_absent_names_is_read_again_once_not_an_lstat_per_
 
 
 def test_a_listing_in_use_is_read_again_before_it_is_too_old(logged, data, mounter):
-    d = data / "inc"
-    d.mkdir()
-    make_files(d, [f"h{i}.h" for i in range(20)])
-    m = mounter(data, OPTIONS)
-    assert absent(m / "inc" / "miss0.h")
-    settle(logged, d)
-    opendirs = logged.count("opendir", d)
+    d, m, opendirs = listed_include_dir(logged, data, mounter)
     # Past half of negative_timeout a miss is still answered by the listing, and starts reading it again.
     time.sleep(NEGATIVE * 0.6)
     assert absent(m / "inc" / "a.h")
@@ -206,12 +192,7 @@ def test_a_listing_in_use_is_read_again_before_it_is_too_old(logged, data, mount
 
 
 def test_a_name_created_while_its_listing_is_kept_current_shows_within_negative_timeout(logged, data, mounter):
-    d = data / "inc"
-    d.mkdir()
-    make_files(d, [f"h{i}.h" for i in range(20)])
-    m = mounter(data, OPTIONS)
-    assert absent(m / "inc" / "miss0.h")
-    settle(logged, d)
+    d, m, _ = listed_include_dir(logged, data, mounter)
     assert absent(m / "inc" / "late.h")  # remembered absent (here and by the kernel) for a while
     asked_before = logged.count("lstat", d / "late.h")
     (d / "late.h").write_text("late")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Mounter, private_sshd, sftpfs_binary
+from conftest import Mounter, Proxied, private_sshd, sftpfs_binary
 from fault_proxy import FaultProxy
 from test_faults import FAILURE_ERRNOS, own_server, session_pids  # noqa: F401 (fixture)
 
@@ -26,19 +26,6 @@ MiB = 1 << 20
 # fault proxy with 4 ms each way.
 CHANNEL_LATENCY = 0.004
 
-
-class Proxied:
-    """A test sshd as reached through a FaultProxy (host key not checked: a test server)."""
-
-    def __init__(self, server, port):
-        self.server, self.port = server, port
-
-    def server_path(self, local_path) -> str:
-        return str(local_path)
-
-    def ssh_options(self):
-        return ["-p", str(self.port), "-o", f"IdentityFile={self.server.key}", "-o", "StrictHostKeyChecking=no",
-                "-o", "UserKnownHostsFile=/dev/null"]
 
 
 class LatentMounter:
@@ -156,6 +143,12 @@ def random_ops(rng: random.Random, count: int):
     return ops
 
 
+def channels_open(mnt: Path):
+    """SFTP channels open per connection, as `sftpfs --status` shows them; and the whole status."""
+    status = subprocess.run([sftpfs_binary(), "--status", str(mnt)], capture_output=True, text=True, timeout=30).stdout
+    return [int(n) for n in re.findall(r"SFTP channels open (\d+) of", status)], status
+
+
 def check_same(seed, step, model: Path, server_file: Path, mounted: Path):
     expected = read_all(model)
     on_server = read_all(server_file)
@@ -182,9 +175,8 @@ def test_random_writes_over_several_lanes_match_a_local_file(sshd, remote, mount
         try:
             mnt = latent_mount(remote, options=options + ["request_timeout=60"])
             random_writes_match(mnt, remote, tmp_path, seed)
-            status = subprocess.run([sftpfs_binary(), "--status", str(mnt)], capture_output=True, text=True, timeout=30)
-            opened = [int(n) for n in re.findall(r"SFTP channels open (\d+) of", status.stdout)]
-            assert opened and max(opened) > 1, f"the writes never used an extra channel:\n{status.stdout}"
+            opened, status = channels_open(mnt)
+            assert opened and max(opened) > 1, f"the writes never used an extra channel:\n{status}"
         finally:
             latent_mount.close()
     else:
@@ -380,8 +372,8 @@ def test_a_large_write_at_default_options_goes_over_extra_channels_of_one_login(
         assert sum(shares.values()) >= size_mib * MiB, shares
         assert sha256_of(remote / "big") == digest
         assert sha256_of(mnt / "big") == digest
-        status = subprocess.run([sftpfs_binary(), "--status", str(mnt)], capture_output=True, text=True, timeout=30)
-        assert "SFTP channels open 4 of 4" in status.stdout, status.stdout
+        opened, status = channels_open(mnt)
+        assert opened == [4], status
     finally:
         latent_mount.close()
 
@@ -434,7 +426,7 @@ def test_a_server_that_refuses_extra_channels_still_gets_every_byte(tmp_path):
             digest = write_random(mnt / "big", 32, 3)
             assert sha256_of(remote / "big") == digest
             assert len(sftp_server_pids(server)) == 1
-            status = subprocess.run([sftpfs_binary(), "--status", str(mnt)], capture_output=True, text=True, timeout=30)
-            assert "SFTP channels open 1 of 4" in status.stdout, status.stdout
+            opened, status = channels_open(mnt)
+            assert opened == [1], status
         finally:
             mounter.close()

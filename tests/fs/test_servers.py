@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import servers
-from conftest import Mounter, sftpfs_binary, wait_until
+from conftest import Mounter, Proxied, sftpfs_binary, wait_until
 from fault_proxy import FaultProxy
 from test_fs_helpers import make_file, sh, sha256_local, sha256_mounted
 
@@ -203,19 +203,6 @@ def test_rename_noreplace_never_replaces(server, area, smount):
     assert (rc, err) == (-1, errno.EEXIST) and (area / "src").read_text() == "src"
 
 
-class ThroughProxy:
-    """A server as reached through a FaultProxy (host key not checked: a test server)."""
-
-    def __init__(self, server, port):
-        self.server, self.port = server, port
-
-    def server_path(self, local_path) -> str:
-        return self.server.server_path(local_path)
-
-    def ssh_options(self):
-        return ["-p", str(self.port), "-o", f"IdentityFile={self.server.key}", "-o", "StrictHostKeyChecking=no",
-                "-o", "UserKnownHostsFile=/dev/null"]
-
 
 def test_a_long_write_at_latency_is_exact_over_extra_channels(server, area, tmp_path):
     """At a round trip long enough for extra SFTP channels (8 ms, through the fault proxy), a long
@@ -226,7 +213,7 @@ def test_a_long_write_at_latency_is_exact_over_extra_channels(server, area, tmp_
     want = sha256_local(src)
     with FaultProxy(server.port) as proxy:
         proxy.latency(0.004)
-        mounter = Mounter(ThroughProxy(server, proxy.port), tmp_path)
+        mounter = Mounter(Proxied(server, proxy.port), tmp_path)
         try:
             mnt = mounter(area)
             sh(f"dd if='{src}' of='{mnt}/big' bs=1M conv=fsync status=none")
