@@ -589,11 +589,20 @@ struct Connection::Impl {
     if (owed_since == Clock::time_point{}) owed_since = now;
   }
 
+  bool queued_for_a_channel() const {
+    return std::any_of(channels.begin(), channels.end(), [](const SftpChannel& c) {
+      return c.readable() && (libssh2_poll_channel_read(c.channel.get(), 0) || libssh2_channel_eof(c.channel.get()));
+    });
+  }
+
   Status wait_for_io() {
     pollfd fds[2] = {{session->socket_fd(), POLLIN, 0}, {wake_fd, POLLIN, 0}};
     if (half_sent() || outbound_blocked()) fds[0].events |= POLLOUT;
     auto now = Clock::now();
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_wakeup(now) - now).count();
+    // channel_write reads the socket before it sends: replies it pulled into libssh2's queue after
+    // this step's receive_all are there for no poll to see. Then only look, do not wait.
+    if (!half_sent() && queued_for_a_channel()) wait = 0;
     int ready = ::poll(fds, 2, static_cast<int>(std::clamp<long long>(wait, 0, 1000)));
     if (ready < 0 && errno != EINTR) return Error::transport_error(std::string("poll failed: ") + std::strerror(errno));
     // A hang-up with data still readable is read first; libssh2 then reports the precise error.

@@ -389,10 +389,11 @@ struct Filesystem::Impl {
   void read(fuse_req_t req, Ino, size_t size, off_t off, fuse_file_info* fi);
 
   // A long write stream also opens the file for writing on the other lanes: the other connections
-  // and the extra SFTP channels of each (see kWriteStripeAfter and Client::lane_count). The extra handle must name the same file as the first: it is opened by the
-  // node's current path, and kept only if no rename or removal through this mount could have run in
-  // between (a rename by another client meanwhile is beyond what SFTP lets us see). A failed OPEN
-  // (permissions: a file created read-only) just leaves the stream on the first connection.
+  // and the extra SFTP channels of each (see kWriteStripeAfter and Client::lane_count). The extra
+  // handle must name the same file as the first: it is opened by the node's current path, and kept
+  // only if no rename or removal through this mount could have run in between (a rename by another
+  // client meanwhile is beyond what SFTP lets us see). A failed OPEN (permissions: a file created
+  // read-only) just leaves the stream on the first connection.
   void maybe_open_write_stripes(const std::shared_ptr<FileHandle>& h);
 
   // The handle's remote file on `lane` (the first handle, or an extra one opened there).

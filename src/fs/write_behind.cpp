@@ -108,6 +108,12 @@ std::optional<Error> Filesystem::Impl::take_write_error(const std::shared_ptr<Fi
 }
 
 void Filesystem::Impl::maybe_open_write_stripes(const std::shared_ptr<FileHandle>& h) {
+  // Called for every write: the handle's own state first, the client's (two locks, a lookup) after.
+  if (h->append) return;
+  {
+    std::lock_guard lock(h->mutex);
+    if (h->write_stripes_requested || h->released || h->bytes_written < kWriteStripeAfter) return;
+  }
   // Every lane (connection x SFTP channel) has its own flow-control window: OpenSSH grants each
   // channel 2 MiB, so one lane carries at most 2 MiB per round trip. That limits a writer only when
   // the round trip is long (2 MiB / 5 ms = 400 MB/s, more than one connection's crypto does); below
@@ -116,7 +122,7 @@ void Filesystem::Impl::maybe_open_write_stripes(const std::shared_ptr<FileHandle
   // which more channels would only add to.
   const bool windows_limit = client->min_rtt(h->remote->connection) >= kChannelWindowMattersRtt;
   const size_t lanes = windows_limit ? client->lane_count() : client->connection_count();
-  if (lanes < 2 || h->append) return;
+  if (lanes < 2) return;
   // Several handles writing one file must write it in place. A server offering fsync@openssh.com
   // holds a file descriptor per handle; rclone (no fsync) uploads each handle's writes apart: through
   // a second handle it fails or drops writes at offsets, and its FSTAT still shows the file's size,
