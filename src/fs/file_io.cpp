@@ -172,7 +172,8 @@ void Filesystem::Impl::finish_open(fuse_req_t req, Ino ino, fuse_file_info* fi, 
   }
   if (readable && opt.prefetch && prefetch_budget->limit() > 0) {
     PrefetchConfig config;
-    config.max_window = std::max<uint64_t>(opt.prefetch_max_window, config.initial_window);
+    const auto shortest_rtt = client->min_rtt(handle->remote->connection);
+    config.max_window = std::max<uint64_t>(window_for_rtt(shortest_rtt, opt.prefetch_max_window), config.initial_window);
     std::weak_ptr<FileHandle> weak = handle;
     handle->prefetcher = Prefetcher::create(config, prefetch_budget,
                                             [this, weak](uint64_t off, uint32_t length, Prefetcher::FetchDone done) {

@@ -36,6 +36,14 @@ std::shared_ptr<Prefetcher> Prefetcher::create(PrefetchConfig config, std::share
   return std::make_shared<Prefetcher>(config, std::move(budget), std::move(fetch));
 }
 
+uint64_t window_for_rtt(std::chrono::microseconds shortest_rtt, uint64_t configured) {
+  constexpr uint64_t kBytesPerSecond = 400'000'000;
+  constexpr uint64_t kFloor = 4u << 20;
+  if (shortest_rtt.count() <= 0) return configured;
+  const uint64_t needed = kBytesPerSecond / 1'000'000 * static_cast<uint64_t>(shortest_rtt.count());
+  return std::min(configured, std::max(needed, kFloor));
+}
+
 Prefetcher::Prefetcher(PrefetchConfig config, std::shared_ptr<PrefetchBudget> budget, Fetch fetch)
     : config_(config), budget_(std::move(budget)), fetch_(std::move(fetch)), window_(config.initial_window) {}
 

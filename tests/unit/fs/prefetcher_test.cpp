@@ -268,5 +268,15 @@ TEST(Prefetcher, TheBudgetBoundsEveryFileTogether) {
   EXPECT_EQ(budget->used(), 0u);
 }
 
+TEST(Prefetcher, TheWindowCapCoversBandwidthTimesTheShortestRoundTrip) {
+  using std::chrono::microseconds;
+  constexpr uint64_t configured = 32u << 20;
+  EXPECT_EQ(window_for_rtt(microseconds(0), configured), configured);  // not measured yet
+  EXPECT_EQ(window_for_rtt(microseconds(300), configured), 4u << 20);  // a local link: the floor
+  EXPECT_EQ(window_for_rtt(microseconds(20'000), configured), 8'000'000u);
+  EXPECT_EQ(window_for_rtt(microseconds(100'000), configured), configured);  // the option caps it
+  EXPECT_EQ(window_for_rtt(microseconds(300), 1u << 20), 1u << 20);  // a smaller option wins
+}
+
 }  // namespace
 }  // namespace sftpfs::fs
