@@ -128,7 +128,8 @@ std::string format_status(const StatusSnapshot& s) {
     out << ", in flight " << c.in_flight << ", waiting for reconnect " << c.held;
     if (c.channels > 1) out << ", SFTP channels open " << c.channels_open << " of " << c.channels;
     out << "\n";
-    out << "  sent " << exact_bytes(c.bytes_sent) << ", received " << exact_bytes(c.bytes_received) << "\n";
+    out << "  sent " << exact_bytes(c.bytes_sent) << ", received " << exact_bytes(c.bytes_received)
+        << "; read data received in place: " << exact_bytes(c.bytes_received_in_place) << "\n";
     if (!c.last_error.empty()) out << "  last dropped: " << c.last_error << "\n";
   }
   for (const auto& cache : s.fs.caches) {

@@ -152,10 +152,12 @@ struct Client::Impl {
   }
   // A handle request: built with the file's handle at the time it goes out (a reconnect replaces it).
   void send_on(const FileRef& file, std::function<sftp::Bytes(const std::string& handle)> build, ReplyCallback done,
-               Replay replay = Replay::resend, Clock::time_point deadline = {}, Payload payload = {}) {
+               Replay replay = Replay::resend, Clock::time_point deadline = {}, Payload payload = {},
+               Sink sink = {}) {
     Request request;
     request.file = file;
     request.payload = std::move(payload);
+    request.sink = std::move(sink);
     request.channel = file->channel;
     request.build = [file, build = std::move(build)]() -> Result<sftp::Bytes> { return build(file->handle()); };
     request.done = std::move(done);
@@ -521,6 +523,9 @@ void Client::readdir(const FileRef& dir, Callback<std::vector<sftp::NameEntry>> 
 
 namespace {
 
+// READ pieces this large are received in place (Sink); smaller ones through the connection's buffer.
+constexpr uint32_t kReceiveInPlaceBytes = 32 * 1024;
+
 // One logical read split into pipelined READs. A short reply is not end of file (OpenSSH clamps large
 // reads, rclone answers 32 KiB at most): the rest of that piece is asked for again. Only SSH_FX_EOF ends
 // the file; the result is the contiguous bytes from the start up to the first end of file.
@@ -538,8 +543,13 @@ struct ReadJob : std::enable_shared_from_this<ReadJob> {
   void request(uint64_t relative, uint32_t length) {
     auto self = shared_from_this();
     const uint64_t at = offset + relative;
+    // Large pieces are received straight into the buffer; a small one is not worth the connection's
+    // extra read for its header.
+    Sink sink;
+    if (length >= kReceiveInPlaceBytes) sink = Sink{buffer.data() + relative, length, self};
     client->send_on(file, [at, length](const std::string& handle) { return sftp::build_read(0, handle, at, length); },
-                    [self, relative, length](Result<Reply> reply) { self->on_reply(relative, length, std::move(reply)); });
+                    [self, relative, length](Result<Reply> reply) { self->on_reply(relative, length, std::move(reply)); },
+                    Replay::resend, {}, {}, std::move(sink));
   }
 
   void on_reply(uint64_t relative, uint32_t length, Result<Reply> reply) {
@@ -554,7 +564,9 @@ struct ReadJob : std::enable_shared_from_this<ReadJob> {
         } else if (data->data.empty()) {
           if (!error) error = Error::protocol_error("the server sent an empty DATA reply");
         } else {
-          std::copy(data->data.begin(), data->data.end(), buffer.begin() + static_cast<ptrdiff_t>(relative));
+          // Received in place (the sink), or still to be copied from the connection's buffer.
+          if (data->data.data() != buffer.data() + relative)
+            std::copy(data->data.begin(), data->data.end(), buffer.begin() + static_cast<ptrdiff_t>(relative));
           if (data->data.size() < length)
             rest = {relative + data->data.size(), static_cast<uint32_t>(length - data->data.size())};
         }

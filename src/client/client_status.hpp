@@ -23,6 +23,7 @@ struct ConnectionStatus {
   size_t channels = 0;                          // of at most this many (-o max_channels)
   uint64_t bytes_sent = 0;                      // SFTP bytes, over all connections this slot had
   uint64_t bytes_received = 0;
+  uint64_t bytes_received_in_place = 0;         // READ data received straight into its buffer (no copy)
   std::string last_error;                       // why it last dropped (empty if never)
 };
 

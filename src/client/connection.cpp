@@ -29,6 +29,8 @@ namespace sftpfs::client {
 namespace {
 
 constexpr size_t kLengthPrefix = 4;
+// A DATA reply up to its data: length, type, id, data length.
+constexpr size_t kDataHeaderBytes = kLengthPrefix + 1 + 4 + 4;
 // Requests are gathered into one outbound batch up to this size: fewer, fuller SSH packets for small
 // requests (a STAT is ~30 bytes), while a batch of large WRITEs stays bounded.
 constexpr size_t kMaxBatchBytes = 512 * 1024;
@@ -104,6 +106,7 @@ struct Connection::Impl {
     Clock::time_point deadline;  // {} = from the moment it is written
     size_t channel = 0;
     Payload payload;  // sent right behind `packet`
+    Sink sink;
   };
   struct InFlight {
     ReplyCallback on_reply;
@@ -111,6 +114,14 @@ struct Connection::Impl {
     Clock::time_point sent;
     size_t channel = 0;
     bool measures_rtt = false;
+    Sink sink;  // where its DATA may be received in place
+  };
+  // A DATA reply whose bytes are being received straight into its request's sink.
+  struct InPlace {
+    uint32_t id = 0;
+    Sink sink;
+    size_t expected = 0;
+    size_t filled = 0;
   };
   // One SFTP channel of the session: its own sftp-server, handles, window, batch and receive buffer.
   struct SftpChannel {
@@ -124,8 +135,10 @@ struct Connection::Impl {
     size_t out_pos = 0;
     Payload tail;                // sent after `out`: the last request's payload (a WRITE's data)
     size_t tail_pos = 0;
-    sftp::Bytes in;              // received bytes not yet parsed
+    sftp::Bytes in;              // received bytes not yet parsed; starts with the first incomplete packet
     size_t in_len = 0;
+    std::optional<InPlace> in_place;  // a DATA reply being received into its sink instead of `in`
+    size_t sinks_in_flight = 0;       // its requests in flight with a sink
     std::string refusal;         // why it is refused
 
     bool drained() const { return out_pos == out.size() && tail_pos == tail.length; }
@@ -196,6 +209,7 @@ struct Connection::Impl {
     for (auto& c : channels) {
       for (auto& q : c.waiting) callbacks.push_back(std::move(q.on_reply));
       c.waiting.clear();
+      c.sinks_in_flight = 0;
     }
     for (auto& q : queued) callbacks.push_back(std::move(q.on_reply));
     owner->outstanding_.fetch_sub(callbacks.size());
@@ -258,7 +272,9 @@ struct Connection::Impl {
         c.out.insert(c.out.end(), q.packet.begin(), q.packet.end());
       }
       auto deadline = q.deadline == Clock::time_point{} ? now + options.request_timeout : q.deadline;
-      in_flight.emplace(id, InFlight{std::move(q.on_reply), deadline, now, index, size + c.tail.length <= kRttProbeSize});
+      if (q.sink.data) ++c.sinks_in_flight;
+      in_flight.emplace(id, InFlight{std::move(q.on_reply), deadline, now, index, size + c.tail.length <= kRttProbeSize,
+                                     std::move(q.sink)});
       if (owed_since == Clock::time_point{}) owed_since = now;
       c.waiting.pop_front();
       if (last) break;
@@ -320,9 +336,20 @@ struct Connection::Impl {
   Status receive_channel(size_t index, bool& got) {
     SftpChannel& c = channels[index];
     for (;;) {
-      if (c.in.size() - c.in_len < 64 * 1024) c.in.resize(std::max<size_t>(c.in.size() * 2, 1u << 20));
-      ssize_t rc = libssh2_channel_read(c.channel.get(), reinterpret_cast<char*>(c.in.data() + c.in_len),
-                                        c.in.size() - c.in_len);
+      uint8_t* into;
+      size_t room;
+      if (c.in_place) {
+        into = c.in_place->sink.data + c.in_place->filled;
+        room = c.in_place->expected - c.in_place->filled;
+      } else {
+        if (c.in.size() - c.in_len < 64 * 1024) c.in.resize(std::max<size_t>(c.in.size() * 2, 1u << 20));
+        into = c.in.data() + c.in_len;
+        room = c.in.size() - c.in_len;
+        // While replies may be received in place, a read into `in` stops at the next packet's header,
+        // so a DATA reply's bytes are not pulled into `in` (and copied) before its sink is known.
+        if (c.sinks_in_flight > 0) room = std::min(room, read_to_next_header(c));
+      }
+      ssize_t rc = libssh2_channel_read(c.channel.get(), reinterpret_cast<char*>(into), room);
       if (rc == LIBSSH2_ERROR_EAGAIN) {
         note_eagain(Pending::Kind::reader, index);
         return {};
@@ -334,11 +361,59 @@ struct Connection::Impl {
         return {};
       }
       got = true;
-      c.in_len += static_cast<size_t>(rc);
       owner->bytes_received_.fetch_add(static_cast<uint64_t>(rc), std::memory_order_relaxed);
-      if (auto st = dispatch_complete_packets(index); !st) return st;
+      if (c.in_place) {
+        owner->bytes_in_place_.fetch_add(static_cast<uint64_t>(rc), std::memory_order_relaxed);
+        c.in_place->filled += static_cast<size_t>(rc);
+        if (c.in_place->filled == c.in_place->expected)
+          if (auto st = finish_in_place(index); !st) return st;
+      } else {
+        c.in_len += static_cast<size_t>(rc);
+        if (auto st = dispatch_complete_packets(index); !st) return st;
+        start_in_place(index);
+      }
       heard(Clock::now());
     }
+  }
+
+  // Bytes that complete the packet at the front of `in` and bring in the next one's DATA header.
+  static size_t read_to_next_header(const SftpChannel& c) {
+    if (c.in_len < kDataHeaderBytes) return kDataHeaderBytes - c.in_len;
+    const size_t packet_end = kLengthPrefix + load_u32(c.in.data());  // incomplete: > in_len
+    return packet_end - c.in_len + kDataHeaderBytes;
+  }
+
+  // The packet at the front of `in` is a DATA reply to a request with a sink: its bytes so far go
+  // there, and the rest is read straight into it. Anything unusual (another layout, more data than
+  // the sink holds, an unknown id) stays on the ordinary path, whose parser judges it.
+  void start_in_place(size_t index) {
+    SftpChannel& c = channels[index];
+    if (c.sinks_in_flight == 0 || c.phase != Phase::ready || c.in_len < kDataHeaderBytes) return;
+    const uint8_t* p = c.in.data();
+    const uint32_t length = load_u32(p);
+    const uint32_t id = load_u32(p + kLengthPrefix + 1);
+    const uint32_t data_length = load_u32(p + kLengthPrefix + 5);
+    if (p[kLengthPrefix] != sftp::SSH_FXP_DATA || uint64_t(length) != uint64_t(data_length) + 9) return;
+    auto it = in_flight.find(id);
+    if (it == in_flight.end() || it->second.channel != index || !it->second.sink.data ||
+        data_length > it->second.sink.size)
+      return;
+    const size_t have = c.in_len - kDataHeaderBytes;  // less than data_length: the packet is incomplete
+    std::memcpy(it->second.sink.data, p + kDataHeaderBytes, have);
+    c.in_place = InPlace{id, it->second.sink, data_length, have};
+    c.in_len = 0;
+  }
+
+  Status finish_in_place(size_t index) {
+    InPlace done = std::move(*channels[index].in_place);
+    channels[index].in_place.reset();
+    auto it = in_flight.find(done.id);
+    if (it == in_flight.end()) {
+      expired_ids.erase(done.id);  // it timed out while its bytes came: dropped like any late reply
+      return {};
+    }
+    complete(it, sftp::Reply{done.id, sftp::DataReply{sftp::ByteView(done.sink.data, done.expected)}});
+    return {};
   }
 
   // Every channel_read first reads the socket until EAGAIN (a syscall at least), which pulls every
@@ -410,7 +485,14 @@ struct Connection::Impl {
       return Error::protocol_error("the server answered request id " + std::to_string(*id) + " on another channel");
     auto reply = sftp::parse_reply(packet);
     if (!reply) return Error::protocol_error("malformed reply to request " + std::to_string(*id) + ": " + reply.error().message);
+    complete(it, std::move(*reply));
+    return {};
+  }
+
+  // The request's reply came: its callback runs, its slot is free.
+  void complete(std::unordered_map<uint32_t, InFlight>::iterator it, sftp::Reply reply) {
     ReplyCallback cb = std::move(it->second.on_reply);
+    if (it->second.sink.data) --channels[it->second.channel].sinks_in_flight;
     if (it->second.measures_rtt) {
       auto sample = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - it->second.sent).count();
       uint64_t old = owner->rtt_us_.load(std::memory_order_relaxed);
@@ -421,7 +503,6 @@ struct Connection::Impl {
     in_flight.erase(it);
     owner->outstanding_.fetch_sub(1);
     cb(std::move(reply));
-    return {};
   }
 
   // A channel the server will not open or start sftp on: its requests fail, the connection stays.
@@ -536,6 +617,7 @@ struct Connection::Impl {
     std::vector<ReplyCallback> overdue;
     for (auto it = in_flight.begin(); it != in_flight.end();) {
       if (it->second.deadline <= now && last_receive >= it->second.sent) {
+        if (it->second.sink.data) --channels[it->second.channel].sinks_in_flight;
         overdue.push_back(std::move(it->second.on_reply));
         expired_ids.insert(it->first);
         it = in_flight.erase(it);
@@ -746,7 +828,7 @@ Connection::~Connection() {
 }
 
 void Connection::submit(sftp::Bytes packet, ReplyCallback on_reply, Clock::time_point deadline, size_t channel,
-                        Payload payload) {
+                        Payload payload, Sink sink) {
   if (packet.size() < sftp::kIdOffset + 4) {
     on_reply(Error::protocol_error("internal: request packet too short"));
     return;
@@ -758,7 +840,8 @@ void Connection::submit(sftp::Bytes packet, ReplyCallback on_reply, Clock::time_
   {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     if (!failed_.load() && !impl_->stopping) {
-      impl_->submitted.push_back({std::move(packet), std::move(on_reply), deadline, channel, std::move(payload)});
+      impl_->submitted.push_back(
+          {std::move(packet), std::move(on_reply), deadline, channel, std::move(payload), std::move(sink)});
       outstanding_.fetch_add(1);
       impl_->wake();
       return;

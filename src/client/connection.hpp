@@ -82,6 +82,15 @@ struct Payload {
   const uint8_t* data() const { return buffer->data() + offset; }
 };
 
+// Where a READ's data may be received: straight from libssh2 into this memory, not through the
+// connection's receive buffer and a copy. The memory stays valid (`keep`) and nothing else touches it
+// until the request completes; the reply's DataReply then points into it.
+struct Sink {
+  uint8_t* data = nullptr;
+  size_t size = 0;
+  std::shared_ptr<void> keep;
+};
+
 // Called exactly once, on the I/O thread (or on the submitter's thread when the connection is already
 // dead). The reply's byte views point into a buffer that lives only for the call: copy what you keep.
 // Callbacks must not block; they may submit further requests.
@@ -101,8 +110,10 @@ class Connection {
   // connection assigns. deadline = {}: now + options.request_timeout (counted from when it is sent).
   // `channel` < options.channels; a channel not yet open is opened first. When the server refuses
   // to open it, its requests complete with Error::Kind::unsupported (the connection stays up).
+  // `sink`: where a DATA reply's bytes may go (see Sink); the request must be a READ of at most
+  // sink.size bytes.
   void submit(sftp::Bytes packet, ReplyCallback on_reply, Clock::time_point deadline = {}, size_t channel = 0,
-              Payload payload = {});
+              Payload payload = {}, Sink sink = {});
 
   const ServerFeatures& features() const { return features_; }
   const ssh::SessionInfo& session_info() const;
@@ -123,6 +134,8 @@ class Connection {
   // Statistics for --status.
   uint64_t bytes_sent() const { return bytes_sent_.load(std::memory_order_relaxed); }
   uint64_t bytes_received() const { return bytes_received_.load(std::memory_order_relaxed); }
+  // Of those, READ data received straight into its request's Sink.
+  uint64_t bytes_received_in_place() const { return bytes_in_place_.load(std::memory_order_relaxed); }
   std::chrono::microseconds rtt() const { return std::chrono::microseconds(rtt_us_.load(std::memory_order_relaxed)); }
   // The shortest round trip seen: the path's latency, without the queueing a busy server adds to rtt().
   std::chrono::microseconds min_rtt() const { return std::chrono::microseconds(min_rtt_us_.load(std::memory_order_relaxed)); }
@@ -136,7 +149,7 @@ class Connection {
   std::atomic<bool> failed_{false};
   std::atomic<size_t> outstanding_{0};
   std::atomic<size_t> channels_open_{1};
-  std::atomic<uint64_t> bytes_sent_{0}, bytes_received_{0}, rtt_us_{0}, min_rtt_us_{0};
+  std::atomic<uint64_t> bytes_sent_{0}, bytes_received_{0}, bytes_in_place_{0}, rtt_us_{0}, min_rtt_us_{0};
   friend struct Impl;
 };
 

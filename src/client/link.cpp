@@ -96,12 +96,13 @@ void Link::submit(const std::shared_ptr<Connection>& connection, uint64_t genera
   const auto deadline = request.deadline;
   const size_t channel = request.channel;
   Payload payload = request.payload;
+  Sink sink = request.sink;
   auto shared = std::make_shared<Request>(std::move(request));
   connection->submit(std::move(*packet),
                      [this, generation, shared](Result<sftp::Reply> reply) {
                        on_reply(generation, std::move(*shared), std::move(reply));
                      },
-                     deadline, channel, std::move(payload));
+                     deadline, channel, std::move(payload), std::move(sink));
 }
 
 void Link::on_reply(uint64_t generation, Request request, Result<sftp::Reply> reply) {
@@ -239,6 +240,7 @@ ConnectionStatus Link::status() const {
   status.held = held_.size();
   status.bytes_sent = bytes_sent_before_;
   status.bytes_received = bytes_received_before_;
+  status.bytes_received_in_place = bytes_in_place_before_;
   if (connection_) {  // gone after shutdown
     status.rtt = connection_->rtt();
     status.in_flight = connection_->outstanding();
@@ -246,6 +248,7 @@ ConnectionStatus Link::status() const {
     status.channels = connection_->channel_count();
     status.bytes_sent += connection_->bytes_sent();
     status.bytes_received += connection_->bytes_received();
+    status.bytes_received_in_place += connection_->bytes_received_in_place();
   }
   status.last_error = last_error_;
   return status;
@@ -304,6 +307,7 @@ void Link::run() {
     lock.lock();
     bytes_sent_before_ += old->bytes_sent();
     bytes_received_before_ += old->bytes_received();
+    bytes_in_place_before_ += old->bytes_received_in_place();
     old.reset();
     connection_ = fresh;
     ++generation_;

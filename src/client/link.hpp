@@ -98,7 +98,7 @@ class Link {
   std::chrono::system_clock::time_point since_ = std::chrono::system_clock::now();
   Clock::time_point down_since_{};
   uint64_t reconnects_ = 0, attempts_ = 0;
-  uint64_t bytes_sent_before_ = 0, bytes_received_before_ = 0;  // of connections replaced
+  uint64_t bytes_sent_before_ = 0, bytes_received_before_ = 0, bytes_in_place_before_ = 0;  // of connections replaced
   std::thread worker_;
 };
 

@@ -27,6 +27,7 @@ struct Request {
   FileRef file;                   // the open file it uses, if any (never sent once the file is lost)
   size_t channel = 0;             // the connection's SFTP channel it goes on (a file's: file->channel)
   Payload payload;                // sent right behind the built packet (a WRITE's data), the same on a replay
+  Sink sink;                      // where a READ's data is received, the same on a replay
   bool is_close = false;          // a CLOSE: a drop under it closed the handle anyway, so it succeeded
   Clock::time_point deadline{};   // passed to Connection::submit ({} = the request timeout)
   // Sent by a `recheck`: goes out at once while a replay waits for it, not behind the requests held

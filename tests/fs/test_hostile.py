@@ -4,6 +4,7 @@ more data than asked, status codes out of range. Each is an error or is left out
 path outside the mount. Every test mounts afresh (each mount is a new server process)."""
 import errno
 import os
+import struct
 import time
 
 import pytest
@@ -65,7 +66,7 @@ def test_names_with_slash_dots_nul_or_empty_are_left_out(hostile):
     # With every entry's attributes (readdirplus, as ls -l and find use), and nothing outside.
     found = sorted((e.name, e.stat(follow_symlinks=False).st_size) for e in os.scandir(mnt / "names"))
     assert [name for name, _ in found] == ["...", "..x", "ok"]
-    assert sorted(os.listdir(mnt)) == ["big", "dots", "endless", "good", "loop", "names"]
+    assert sorted(os.listdir(mnt)) == ["big", "dots", "endless", "good", "loop", "names", "short", "trailing"]
 
 
 def test_a_listing_that_repeats_forever_fails(hostile):
@@ -91,6 +92,24 @@ def test_more_data_than_asked_is_an_error(hostile):
     mnt = hostile()
     assert (mnt / "good").read_bytes() == b"good\n"
     assert failing((mnt / "big").read_bytes) == errno.EIO
+
+
+def test_short_replies_to_reads_received_in_place_are_completed_exactly(hostile):
+    """Large READs are received straight into their buffers; a reply shorter than asked (100,000 of
+    255 KiB) lands at its place and the rest is asked for again, in place too."""
+    mnt = hostile()
+    data = (mnt / "short").read_bytes()
+    assert len(data) == 1 << 20
+    words = struct.unpack(f">{len(data) // 4}I", data)
+    assert words == tuple(range(len(words)))
+
+
+def test_a_data_reply_with_bytes_after_its_data_is_an_error(hostile):
+    """The layout a DATA reply must have is checked before its bytes are received in place: one
+    with trailing bytes is malformed (EIO, the connection is replaced), not silently accepted."""
+    mnt = hostile()
+    assert failing((mnt / "trailing").read_bytes) in (errno.EIO, errno.ENOTCONN)
+    assert (mnt / "good").read_bytes() == b"good\n"
 
 
 def test_readlink_with_several_names_is_an_error(hostile):

@@ -27,6 +27,7 @@ StatusSnapshot sample() {
   up.in_flight = 17;
   up.bytes_sent = 2048;
   up.bytes_received = 3u << 20;
+  up.bytes_received_in_place = 2u << 20;
   up.last_error = "the server closed the connection";
   client::ConnectionStatus down;
   down.state = client::ConnectionStatus::State::reconnecting;
@@ -52,7 +53,7 @@ TEST(StatusReport, ShowsEveryPart) {
   EXPECT_TRUE(has(text, "(3h 25m ago)")) << text;
   EXPECT_TRUE(has(text, "connection 0: connected since ")) << text;
   EXPECT_TRUE(has(text, "(1m 35s), reconnects 2, rtt 1.25 ms, in flight 17, waiting for reconnect 0\n")) << text;
-  EXPECT_TRUE(has(text, "  sent 2.0 KiB (2048 bytes), received 3.0 MiB (3145728 bytes)\n")) << text;
+  EXPECT_TRUE(has(text, "  sent 2.0 KiB (2048 bytes), received 3.0 MiB (3145728 bytes); read data received in place: 2.0 MiB (2097152 bytes)\n")) << text;
   EXPECT_TRUE(has(text, "  last dropped: the server closed the connection\n")) << text;
   EXPECT_TRUE(has(text, "connection 1: reconnecting since ")) << text;
   EXPECT_TRUE(has(text, "(4s), attempt 3, reconnects 0, rtt not measured yet, in flight 0, waiting for reconnect 5"))
