@@ -320,9 +320,14 @@ void Filesystem::Impl::serve_readdir(fuse_req_t req, const std::shared_ptr<DirHa
     error = dir->error;
   }
   if (error) return reply_error(req, *error);
+  size_t total = 2 + listing->size();
+  // The kernel asks past the last entry once the application has read them all (that last call is
+  // often a plain readdir): a walk opens its files next. Only names the kernel has nodes for (from
+  // readdirplus or lookups) are read ahead.
+  if (off >= 0 && static_cast<size_t>(off) >= total && dir->ino != 0)
+    small_files->listing_read(dir->ino, dir->path);
   std::vector<char> buf(size);
   size_t used = 0;
-  size_t total = 2 + listing->size();
   for (size_t index = off < 0 ? 0 : static_cast<size_t>(off); index < total; ++index) {
     char* p = buf.data() + used;
     size_t room = size - used;

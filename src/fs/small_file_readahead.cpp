@@ -102,17 +102,34 @@ bool SmallFileReadAhead::open(fuse_req_t req, Ino ino, const fuse_file_info& fi,
 }
 
 void SmallFileReadAhead::note_open(Ino ino, const std::string& path, bool served) {
+  auto parent = fs_.inodes.parent_of(ino);
+  if (!parent) return;
+  top_up(Caches::parent_path(path), *parent, leaf(path), served);
+}
+
+void SmallFileReadAhead::listing_read(Ino dir_ino, const std::string& dir) {
+  if (!enabled_) return;
+  top_up(dir, dir_ino, std::nullopt, false);
+}
+
+bool SmallFileReadAhead::walk_goes_on(Clock::time_point now) const {
+  const auto since_served =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() - last_served_.load();
+  return since_served < kWalkGoesOn.count();
+}
+
+void SmallFileReadAhead::top_up(const std::string& dir, Ino parent, const std::optional<std::string>& opened,
+                                bool served) {
   if (fs_.stopping) return;
-  const std::string dir = Caches::parent_path(path), name = leaf(path);
   const auto now = Clock::now();
+  if (!opened && !walk_goes_on(now)) return;
   {
     std::lock_guard lock(mutex_);
     auto it = dirs_.find(dir);
     if (it == dirs_.end() || now - it->second.listed_at > fs_.opt.dir_timeout) return;  // not listed by the application
   }
   auto cached = fs_.caches.dirs.get(dir);
-  auto parent = fs_.inodes.parent_of(ino);
-  if (!cached || !*cached || (*cached)->empty() || !parent) return;
+  if (!cached || !*cached || (*cached)->empty()) return;
   const DirListing listing = *cached;
   const int64_t now_seconds = wall_seconds();
   std::vector<size_t> picked;
@@ -128,31 +145,36 @@ void SmallFileReadAhead::note_open(Ino ino, const std::string& path, bool served
       d.last = 0;
     }
     const size_t n = listing->size();
-    // A walk in listing order finds the name right after the last one.
-    size_t at = n;
-    for (size_t k = 0; k < n; ++k) {
-      size_t j = (d.last + k) % n;
-      if ((*listing)[j].name == name) {
-        at = j;
-        break;
+    // Where the picking starts: after the file just opened, or (the whole listing just read during a
+    // walk) at the listing's first file.
+    size_t first = 0, count = n;
+    if (opened) {
+      // A walk in listing order finds the name right after the last one.
+      size_t at = n;
+      for (size_t k = 0; k < n; ++k) {
+        size_t j = (d.last + k) % n;
+        if ((*listing)[j].name == *opened) {
+          at = j;
+          break;
+        }
       }
+      if (at == n) return;
+      d.last = at;
+      if (!d.done[at] && !served && small_regular_file((*listing)[at].attrs, now_seconds)) ++d.opens;
+      d.done[at] = true;
+      const size_t needed = walk_goes_on(now) ? 1 : kOpensToStart;
+      if (!served && d.opens < needed) return;
+      first = at + 1;
+      count = n - 1;
     }
-    if (at == n) return;
-    d.last = at;
-    if (!d.done[at] && !served && small_regular_file((*listing)[at].attrs, now_seconds)) ++d.opens;
-    d.done[at] = true;
-    const auto since_served = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() -
-                              last_served_.load();
-    const size_t needed = since_served < kWalkGoesOn.count() ? 1 : kOpensToStart;
-    if (!served && d.opens < needed) return;
     size_t active = 0;
     for (const auto& [p, entry] : entries_) active += (entry->dir == dir && !entry->taken) ? 1 : 0;
     const size_t room = std::min(kPerDirectory - std::min(active, kPerDirectory),
                                  kMaxHeld - std::min(entries_.size(), kMaxHeld));
-    // The files after this one in listing order (wrapping around: a walk in another order still finds
-    // the ones it has not read yet).
-    for (size_t k = 1; k < n && k <= kMaxScan && picked.size() < room; ++k) {
-      size_t j = (at + k) % n;
+    // In listing order, wrapping around: a walk in another order still finds the ones it has not
+    // read yet.
+    for (size_t k = 0; k < count && k < kMaxScan && picked.size() < room; ++k) {
+      size_t j = (first + k) % n;
       if (d.done[j] || !small_regular_file((*listing)[j].attrs, now_seconds)) continue;
       d.done[j] = true;
       picked.push_back(j);
@@ -162,7 +184,7 @@ void SmallFileReadAhead::note_open(Ino ino, const std::string& path, bool served
   std::vector<size_t> not_started;
   for (size_t j : picked) {
     const DirEntry& entry = (*listing)[j];
-    auto node = fs_.inodes.find(*parent, entry.name);
+    auto node = fs_.inodes.find(parent, entry.name);
     // No node: the kernel never saw the name, so its open would not find this entry by node either.
     // Writes in flight: a READ could overtake them (they drop what is read ahead when answered).
     if (!node || fs_.writes_in_flight(*node)) continue;

@@ -3,7 +3,8 @@
 // Such a walk opens and reads one small file after another: OPEN, then READ, each a round trip the
 // application waits for. Once the application has listed a directory and opened two of its small
 // regular files, the next files of the listing (up to kPerDirectory, each at most kMaxFileSize) are
-// opened and read whole at once; their handles stay open, so the application's later open of one is
+// opened and read whole at once (while a walk goes on, already when the application has read a
+// directory's whole listing); their handles stay open, so the application's later open of one is
 // answered at once with that handle and its reads from the bytes already here (Prefetcher::preload).
 //
 // Freshness, the rule: bytes served from here were on the server at most `max_age` before the open
@@ -73,6 +74,11 @@ class SmallFileReadAhead : public std::enable_shared_from_this<SmallFileReadAhea
   // read-ahead of its directory.
   bool open(fuse_req_t req, Ino ino, const fuse_file_info& fi, const std::string& path);
 
+  // The application has read the whole listing of `dir` (node `dir_ino`). While a walk goes on, its
+  // first small files are read ahead now, before the first open: in a tree of directories of a few
+  // files each, that open would otherwise wait for an OPEN and a READ of its own in every directory.
+  void listing_read(Ino dir_ino, const std::string& dir);
+
   // The file's data or attributes changed through this mount: nothing read ahead of it is served.
   void drop(Ino ino);
 
@@ -98,6 +104,11 @@ class SmallFileReadAhead : public std::enable_shared_from_this<SmallFileReadAhea
 
   // Starts or tops up the directory's read-ahead after the application opened `path`.
   void note_open(Ino ino, const std::string& path, bool served);
+  // The files of `dir` (node `parent`) to read ahead: after `opened` (a name the application opened,
+  // `served` from here or not), or from the listing's start when nullopt (listing_read).
+  void top_up(const std::string& dir, Ino parent, const std::optional<std::string>& opened, bool served);
+  // A file read ahead was served within kWalkGoesOn.
+  bool walk_goes_on(std::chrono::steady_clock::time_point now) const;
   void fetch(const EntryPtr& e);
   void fetched(const EntryPtr& e, bool ok, std::shared_ptr<const sftp::Bytes> data, std::optional<sftp::Attrs> after);
   // Whether `e` may answer the application's open of node `ino` now; else why not (for the log).

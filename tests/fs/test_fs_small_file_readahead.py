@@ -126,6 +126,21 @@ def test_during_a_walk_the_first_open_in_the_next_directory_starts_the_read_ahea
     assert counts(mnt)["served"] >= 4 + 7 * 5 - 3, counts(mnt)  # 4 + 7 * 4 without it
 
 
+def test_during_a_walk_a_listed_directory_is_read_ahead_before_its_first_open(mount, remote):
+    """A tree of directories with 3 files each: once a walk goes on, a directory's files are read
+    ahead when the application has read its listing, so even its first open is served from there."""
+    for i in range(8):
+        make_dir(remote / "tree" / f"d{i}", 3, 2000)
+    mnt = mount(remote)
+    for i in range(8):
+        d = remote / "tree" / f"d{i}"
+        got = walk(mnt / "tree" / f"d{i}", server_order(d))
+        assert len(got) == 3 and all(got[n] == (d / n).read_bytes() for n in got)
+    # The first directory: its third file (two opens of the application's own start it). Each next
+    # one: all three (two without reading ahead at the listing).
+    assert counts(mnt)["served"] >= 1 + 7 * 3 - 2, counts(mnt)
+
+
 def test_a_same_size_change_on_the_server_after_the_read_ahead_is_read_afresh_after_the_age_limit(mount, remote):
     make_dir(remote / "d", 30, 1000)
     order = server_order(remote / "d")
