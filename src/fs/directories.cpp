@@ -78,6 +78,7 @@ void Filesystem::Impl::opendir(fuse_req_t req, Ino ino, fuse_file_info* fi) {
   auto path = inodes.path(ino);
   if (!path) return (void)fuse_reply_err(req, ENOENT);
   small_files->directory_opened(*path);  // a walk may read its small files next
+  read_next_siblings_ahead(*path);
   auto dir = std::make_shared<DirHandle>(ino, *path);
   dir->in_flight_limit = kReaddirInitialInFlight;
   if (auto listing = caches.listing_for_readdir(*path)) {
@@ -211,6 +212,34 @@ void Filesystem::Impl::read_subdirectories_ahead(const std::string& path, const 
   }
 }
 
+void Filesystem::Impl::read_next_siblings_ahead(const std::string& path) {
+  if (!opt.cache || path == "/") return;
+  const std::string parent = Caches::parent_path(path);
+  const auto now = std::chrono::steady_clock::now();
+  {
+    std::lock_guard lock(ahead_mutex);
+    if (walked_parents.size() >= kMaxListingsAhead) walked_parents.clear();
+    auto [it, first] = walked_parents.try_emplace(parent, now);
+    const bool walking = !first && now - it->second < kSiblingWalk;
+    it->second = now;
+    if (!walking) return;
+  }
+  auto cached = caches.dirs.get(parent);
+  if (!cached || !*cached) return;
+  const DirListing listing = *cached;
+  const std::string name = path.substr(path.find_last_of('/') + 1);
+  size_t at = 0;
+  while (at < listing->size() && (*listing)[at].name != name) ++at;
+  size_t looked = 0;
+  for (size_t j = at + 1; j < listing->size() && looked < kSiblingsAhead; ++j) {
+    const DirEntry& e = (*listing)[j];
+    if (!e.attrs.has(sftp::SSH_FILEXFER_ATTR_PERMISSIONS) || !S_ISDIR(e.attrs.permissions)) continue;
+    ++looked;
+    const std::string sibling = InodeTable::join(parent, e.name);
+    if (!caches.listing_for_readdir(sibling)) read_listing_ahead(sibling, /*again=*/true);
+  }
+}
+
 int Filesystem::Impl::initial_readdir_window(const std::string& path) {
   auto cached = caches.attrs.get(path);
   if (!cached || !cached->attrs.has(sftp::SSH_FILEXFER_ATTR_SIZE)) return kReaddirInitialInFlight;
@@ -234,7 +263,11 @@ void Filesystem::Impl::fetch_more(const std::shared_ptr<DirHandle>& dir) {
       if (!finish_now) {
         seq = dir->issued++;
         ++dir->outstanding;
+        dir->unanswered.insert(seq);
         remote = dir->remote;
+      } else {
+        if (dir->finished) return;
+        dir->finished = true;
       }
     }
     if (finish_now) return finish_listing(dir);
@@ -243,10 +276,14 @@ void Filesystem::Impl::fetch_more(const std::shared_ptr<DirHandle>& dir) {
       {
         std::lock_guard lock(dir->mutex);
         --dir->outstanding;
-        if (!r) {
+        dir->unanswered.erase(seq);
+        if (dir->finished) {
+          // Sent before the EOF came, answered after the listing was done: nothing to add.
+        } else if (!r) {
           if (!dir->eof && !dir->error) dir->error = r.error();
         } else if (r->empty()) {
           dir->eof = true;
+          dir->eof_seq = std::min(dir->eof_seq.value_or(seq), seq);
         } else if (auto st = dir->guard.take(*r); !st) {
           // Names from the server are checked here (listing_guard.hpp): one that never ends, or
           // starts over, fails the listing rather than growing it forever.
@@ -255,7 +292,10 @@ void Filesystem::Impl::fetch_more(const std::shared_ptr<DirHandle>& dir) {
           dir->batches.emplace(seq, std::move(*r));
           dir->in_flight_limit = std::min(kReaddirMaxInFlight, dir->in_flight_limit + kReaddirGrowth);
         }
-        done = (dir->eof || dir->error) && dir->outstanding == 0;
+        const bool earlier_answered =
+            dir->eof_seq && (dir->unanswered.empty() || *dir->unanswered.begin() > *dir->eof_seq);
+        done = !dir->finished && (dir->error ? dir->outstanding == 0 : dir->eof && earlier_answered);
+        if (done) dir->finished = true;
       }
       if (done) return finish_listing(dir);
       fetch_more(dir);

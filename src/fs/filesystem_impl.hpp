@@ -420,6 +420,14 @@ struct Filesystem::Impl {
   static constexpr size_t kMaxListingsAhead = 256;
   std::mutex ahead_mutex;  // leaf
   std::unordered_map<std::string, std::shared_ptr<DirHandle>> listings_ahead;
+  // A walk: the application opens one subdirectory after another of the same parent, each within
+  // kSiblingWalk of the last. The next kSiblingsAhead subdirectories' listings are then kept young
+  // (read again ahead of the walk when they are not): the ones read with the parent serve a readdir
+  // only while young, and a walk that reads files on the way (grep -r) gets to later ones after that.
+  static constexpr std::chrono::milliseconds kSiblingWalk{5000};
+  static constexpr size_t kSiblingsAhead = 4;
+  std::unordered_map<std::string, std::chrono::steady_clock::time_point> walked_parents;  // ahead_mutex
+  void read_next_siblings_ahead(const std::string& path);
 
   std::shared_ptr<DirHandle> listing_being_read(const std::string& path);
   // Runs `then` once the listing of `path` being read ahead is complete (and cached, if kept);

@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -98,6 +99,11 @@ struct DirHandle : HandleBase, std::enable_shared_from_this<DirHandle> {
   int outstanding = 0;
   int in_flight_limit = 8;  // grows while replies carry entries (see kReaddirMaxInFlight)
   bool eof = false;
+  // The listing is whole once a READDIR said EOF and every READDIR sent before it was answered;
+  // those sent after it (in flight meanwhile) are not waited for: they can only say EOF too.
+  std::optional<uint64_t> eof_seq;  // the first one answered with EOF, by order sent
+  std::set<uint64_t> unanswered;    // sent, by order sent
+  bool finished = false;            // finish_listing ran (or is running): later replies are ignored
   std::map<uint64_t, std::vector<sftp::NameEntry>> batches;
   ListingGuard guard;  // filters each batch as it arrives; ends a listing that would never end
 };

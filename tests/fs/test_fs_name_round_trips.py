@@ -394,3 +394,25 @@ def test_a_walk_opens_subdirectories_from_their_listings_read_ahead(logged, data
     time.sleep(2.0)
     assert sorted(os.listdir(m / "tree" / "d1")) == ["a", "b", "new"]
     assert logged.count("opendir", tree / "d1") == 2
+
+
+def test_a_walk_keeps_the_next_subdirectories_listings_young(logged, data, mounter):
+    """A walk that reads files on the way gets to later subdirectories after their listings read
+    with the parent stopped serving readdirs (negative_timeout here): opening one subdirectory after
+    another reads the next ones' listings again ahead of the walk, so each readdir is served from a
+    listing read moments before, one that shows what another client changed meanwhile."""
+    tree = data / "tree"
+    for i in range(6):
+        (tree / f"d{i}").mkdir(parents=True)
+        make_files(tree / f"d{i}", ["a", "b"])
+    m = mounter(data, ["negative_timeout=2"])
+    assert sorted(os.listdir(m / "tree")) == [f"d{i}" for i in range(6)]
+    order = os.listdir(tree)  # the server's listing order, which the walk follows
+    assert wait_until(lambda: all(logged.count("opendir", tree / d) == 1 for d in order), timeout=5)
+    time.sleep(2.5)  # past negative_timeout: those listings no longer serve a readdir
+    (tree / order[2] / "new").write_text("n")  # another client
+    assert sorted(os.listdir(m / "tree" / order[0])) == ["a", "b"]
+    assert sorted(os.listdir(m / "tree" / order[1])) == ["a", "b"]  # a walk: the next ones are read again
+    assert wait_until(lambda: logged.count("opendir", tree / order[2]) == 2, timeout=5), "read again ahead"
+    assert sorted(os.listdir(m / "tree" / order[2])) == ["a", "b", "new"]
+    assert logged.count("opendir", tree / order[2]) == 2, "served from the listing read again ahead"
