@@ -365,8 +365,7 @@ struct Connection::Impl {
       if (c.in_place) {
         owner->bytes_in_place_.fetch_add(static_cast<uint64_t>(rc), std::memory_order_relaxed);
         c.in_place->filled += static_cast<size_t>(rc);
-        if (c.in_place->filled == c.in_place->expected)
-          if (auto st = finish_in_place(index); !st) return st;
+        if (c.in_place->filled == c.in_place->expected) finish_in_place(index);
       } else {
         c.in_len += static_cast<size_t>(rc);
         if (auto st = dispatch_complete_packets(index); !st) return st;
@@ -404,16 +403,15 @@ struct Connection::Impl {
     c.in_len = 0;
   }
 
-  Status finish_in_place(size_t index) {
+  void finish_in_place(size_t index) {
     InPlace done = std::move(*channels[index].in_place);
     channels[index].in_place.reset();
     auto it = in_flight.find(done.id);
     if (it == in_flight.end()) {
       expired_ids.erase(done.id);  // it timed out while its bytes came: dropped like any late reply
-      return {};
+      return;
     }
     complete(it, sftp::Reply{done.id, sftp::DataReply{sftp::ByteView(done.sink.data, done.expected)}});
-    return {};
   }
 
   // Every channel_read first reads the socket until EAGAIN (a syscall at least), which pulls every

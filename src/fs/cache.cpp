@@ -101,12 +101,12 @@ std::string Caches::parent_path(const std::string& path) {
   return path.substr(0, slash);
 }
 
-namespace {
-
-std::string leaf_name(const std::string& path) {
+std::string Caches::leaf_name(const std::string& path) {
   auto slash = path.find_last_of('/');
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
+
+namespace {
 
 // A copy of `listing` with fn applied to its entries (copy on write: served listings are shared).
 template <class F>

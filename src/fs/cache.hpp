@@ -234,6 +234,8 @@ class Caches {
 
 
   static std::string parent_path(const std::string& path);
+  // The last component of a path (the whole of it when it has no slash).
+  static std::string leaf_name(const std::string& path);
 
  private:
   // A name in `dir_path` was added, removed or replaced: the directory's own attributes (mtime, size,

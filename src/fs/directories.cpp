@@ -216,20 +216,34 @@ void Filesystem::Impl::read_next_siblings_ahead(const std::string& path) {
   if (!opt.cache || path == "/") return;
   const std::string parent = Caches::parent_path(path);
   const auto now = std::chrono::steady_clock::now();
+  size_t hint;
   {
     std::lock_guard lock(ahead_mutex);
     if (walked_parents.size() >= kMaxListingsAhead) walked_parents.clear();
-    auto [it, first] = walked_parents.try_emplace(parent, now);
-    const bool walking = !first && now - it->second < kSiblingWalk;
-    it->second = now;
+    auto [it, first] = walked_parents.try_emplace(parent, WalkedParent{now, 0});
+    const bool walking = !first && now - it->second.last_open < kSiblingWalk;
+    it->second.last_open = now;
+    hint = it->second.position;
     if (!walking) return;
   }
   auto cached = caches.dirs.get(parent);
   if (!cached || !*cached) return;
   const DirListing listing = *cached;
-  const std::string name = path.substr(path.find_last_of('/') + 1);
-  size_t at = 0;
-  while (at < listing->size() && (*listing)[at].name != name) ++at;
+  const size_t n = listing->size();
+  const std::string name = Caches::leaf_name(path);
+  // A walk in listing order finds the name right after the last one: no scan of a large parent.
+  size_t at = n;
+  for (size_t k = 0; k < n; ++k) {
+    if ((*listing)[(hint + k) % n].name == name) {
+      at = (hint + k) % n;
+      break;
+    }
+  }
+  if (at == n) return;
+  {
+    std::lock_guard lock(ahead_mutex);
+    if (auto it = walked_parents.find(parent); it != walked_parents.end()) it->second.position = at;
+  }
   size_t looked = 0;
   for (size_t j = at + 1; j < listing->size() && looked < kSiblingsAhead; ++j) {
     const DirEntry& e = (*listing)[j];
@@ -255,14 +269,15 @@ void Filesystem::Impl::fetch_more(const std::shared_ptr<DirHandle>& dir) {
     {
       std::lock_guard lock(dir->mutex);
       if (dir->issued == 0) dir->in_flight_limit = initial_readdir_window(dir->path);
-      if (stopping && !dir->eof && !dir->error) {
+      if (stopping && !dir->eof_seq && !dir->error) {
         dir->error = Error::errno_error(ESHUTDOWN, "unmounted while listing " + dir->path);
-        finish_now = dir->outstanding == 0;  // else the last reply finishes it
+        finish_now = dir->unanswered.empty();  // else the last reply finishes it
       }
-      if (!finish_now && (dir->eof || dir->error || !dir->remote || dir->outstanding >= dir->in_flight_limit)) return;
+      if (!finish_now && (dir->eof_seq || dir->error || !dir->remote ||
+                          dir->unanswered.size() >= static_cast<size_t>(dir->in_flight_limit)))
+        return;
       if (!finish_now) {
         seq = dir->issued++;
-        ++dir->outstanding;
         dir->unanswered.insert(seq);
         remote = dir->remote;
       } else {
@@ -275,26 +290,24 @@ void Filesystem::Impl::fetch_more(const std::shared_ptr<DirHandle>& dir) {
       bool done = false;
       {
         std::lock_guard lock(dir->mutex);
-        --dir->outstanding;
         dir->unanswered.erase(seq);
         if (dir->finished) {
           // Sent before the EOF came, answered after the listing was done: nothing to add.
         } else if (!r) {
-          if (!dir->eof && !dir->error) dir->error = r.error();
+          if (!dir->eof_seq && !dir->error) dir->error = r.error();
         } else if (r->empty()) {
-          dir->eof = true;
           dir->eof_seq = std::min(dir->eof_seq.value_or(seq), seq);
         } else if (auto st = dir->guard.take(*r); !st) {
           // Names from the server are checked here (listing_guard.hpp): one that never ends, or
           // starts over, fails the listing rather than growing it forever.
-          if (!dir->eof && !dir->error) dir->error = st.error();
+          if (!dir->eof_seq && !dir->error) dir->error = st.error();
         } else {
           dir->batches.emplace(seq, std::move(*r));
           dir->in_flight_limit = std::min(kReaddirMaxInFlight, dir->in_flight_limit + kReaddirGrowth);
         }
         const bool earlier_answered =
             dir->eof_seq && (dir->unanswered.empty() || *dir->unanswered.begin() > *dir->eof_seq);
-        done = !dir->finished && (dir->error ? dir->outstanding == 0 : dir->eof && earlier_answered);
+        done = !dir->finished && (dir->error ? dir->unanswered.empty() : earlier_answered);
         if (done) dir->finished = true;
       }
       if (done) return finish_listing(dir);

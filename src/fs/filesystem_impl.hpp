@@ -426,7 +426,11 @@ struct Filesystem::Impl {
   // only while young, and a walk that reads files on the way (grep -r) gets to later ones after that.
   static constexpr std::chrono::milliseconds kSiblingWalk{5000};
   static constexpr size_t kSiblingsAhead = 4;
-  std::unordered_map<std::string, std::chrono::steady_clock::time_point> walked_parents;  // ahead_mutex
+  struct WalkedParent {
+    std::chrono::steady_clock::time_point last_open;  // of one of its subdirectories
+    size_t position = 0;                              // that subdirectory's place in the parent's listing
+  };
+  std::unordered_map<std::string, WalkedParent> walked_parents;  // ahead_mutex
   void read_next_siblings_ahead(const std::string& path);
 
   std::shared_ptr<DirHandle> listing_being_read(const std::string& path);

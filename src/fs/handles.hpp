@@ -96,13 +96,11 @@ struct DirHandle : HandleBase, std::enable_shared_from_this<DirHandle> {
   std::vector<std::function<void()>> on_complete;
   // Fetch state: READDIR replies are kept by the order they were sent in.
   uint64_t issued = 0;
-  int outstanding = 0;
   int in_flight_limit = 8;  // grows while replies carry entries (see kReaddirMaxInFlight)
-  bool eof = false;
   // The listing is whole once a READDIR said EOF and every READDIR sent before it was answered;
   // those sent after it (in flight meanwhile) are not waited for: they can only say EOF too.
   std::optional<uint64_t> eof_seq;  // the first one answered with EOF, by order sent
-  std::set<uint64_t> unanswered;    // sent, by order sent
+  std::set<uint64_t> unanswered;    // sent and not answered (in flight), by order sent
   bool finished = false;            // finish_listing ran (or is running): later replies are ignored
   std::map<uint64_t, std::vector<sftp::NameEntry>> batches;
   ListingGuard guard;  // filters each batch as it arrives; ends a listing that would never end

@@ -22,11 +22,6 @@ int64_t wall_seconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-std::string leaf(const std::string& path) {
-  auto slash = path.find_last_of('/');
-  return slash == std::string::npos ? path : path.substr(slash + 1);
-}
-
 }  // namespace
 
 struct SmallFileReadAhead::Entry {
@@ -104,7 +99,7 @@ bool SmallFileReadAhead::open(fuse_req_t req, Ino ino, const fuse_file_info& fi,
 void SmallFileReadAhead::note_open(Ino ino, const std::string& path, bool served) {
   auto parent = fs_.inodes.parent_of(ino);
   if (!parent) return;
-  top_up(Caches::parent_path(path), *parent, leaf(path), served);
+  top_up(Caches::parent_path(path), *parent, Caches::leaf_name(path), served);
 }
 
 void SmallFileReadAhead::listing_read(Ino dir_ino, const std::string& dir) {

@@ -78,6 +78,19 @@ def read_through(path):
     return bytes.fromhex(pyrun(f"print(open({str(path)!r}, 'rb').read().hex())").strip())
 
 
+def walk_tree(mount, remote, dirs, files):
+    """tree/d0..: `files` files of 2000 bytes each; mounts, then walks each directory in the server's
+    order (list, read every file) and checks every file read. Returns the mount."""
+    for i in range(dirs):
+        make_dir(remote / "tree" / f"d{i}", files, 2000)
+    mnt = mount(remote)
+    for i in range(dirs):
+        d = remote / "tree" / f"d{i}"
+        got = walk(mnt / "tree" / f"d{i}", server_order(d))
+        assert len(got) == files and all(got[n] == (d / n).read_bytes() for n in got)
+    return mnt
+
+
 def start_read_ahead(mnt, d, order, first=2):
     """Lists d and reads its first two files: the read-ahead of the next 16 starts."""
     walk(mnt / d, order[:first])
@@ -115,13 +128,7 @@ def test_tools_over_a_tree_of_small_files_get_the_servers_bytes(mount, remote, t
 
 
 def test_during_a_walk_the_first_open_in_the_next_directory_starts_the_read_ahead(mount, remote):
-    for i in range(8):
-        make_dir(remote / "tree" / f"d{i}", 6, 2000)
-    mnt = mount(remote)
-    for i in range(8):
-        d = remote / "tree" / f"d{i}"
-        got = walk(mnt / "tree" / f"d{i}", server_order(d))
-        assert all(got[n] == (d / n).read_bytes() for n in got)
+    mnt = walk_tree(mount, remote, dirs=8, files=6)
     # The first directory needs two opens of the application's own; each next one only one.
     assert counts(mnt)["served"] >= 4 + 7 * 5 - 3, counts(mnt)  # 4 + 7 * 4 without it
 
@@ -129,13 +136,7 @@ def test_during_a_walk_the_first_open_in_the_next_directory_starts_the_read_ahea
 def test_during_a_walk_a_listed_directory_is_read_ahead_before_its_first_open(mount, remote):
     """A tree of directories with 3 files each: once a walk goes on, a directory's files are read
     ahead when the application has read its listing, so even its first open is served from there."""
-    for i in range(8):
-        make_dir(remote / "tree" / f"d{i}", 3, 2000)
-    mnt = mount(remote)
-    for i in range(8):
-        d = remote / "tree" / f"d{i}"
-        got = walk(mnt / "tree" / f"d{i}", server_order(d))
-        assert len(got) == 3 and all(got[n] == (d / n).read_bytes() for n in got)
+    mnt = walk_tree(mount, remote, dirs=8, files=3)
     # The first directory: its third file (two opens of the application's own start it). Each next
     # one: all three (two without reading ahead at the listing).
     assert counts(mnt)["served"] >= 1 + 7 * 3 - 2, counts(mnt)
