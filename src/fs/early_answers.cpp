@@ -59,6 +59,7 @@ bool Filesystem::Impl::answer_setattr_early(fuse_req_t req, Ino ino, const Setat
     std::lock_guard lock(handle->mutex);
     ++handle->early_changes;
   }
+  note_local_change(ino);
   node_changed(ino);
   if (path) caches.attrs.put(*path, CachedAttrs{now, 0});
 

@@ -321,9 +321,8 @@ void Filesystem::Impl::release_handle(uint64_t fh) {
       handle->write_stripes.clear();
     }
     for (auto& s : stripes) close_quietly(s);
-    if (handle->writable) {
-      node_changed(handle->ino);
-    }
+    // What the flush read back is still the file (nothing changed since): keep it cached.
+    if (handle->writable && !read_back_current(handle)) node_changed(handle->ino);
     inodes.close_ref(handle->ino);
   });
 }
@@ -349,29 +348,40 @@ void Filesystem::Impl::flush(fuse_req_t req, Ino, fuse_file_info* fi) {
   auto handle = file_handle(fi);
   if (!handle) return (void)fuse_reply_err(req, 0);
   if (!handle->writable) return (void)fuse_reply_err(req, 0);
-  when_drained(handle, [this, req, handle] {
+  // Asked now, behind the writes, so it is answered in the round trip the flush waits for anyway.
+  auto read_back = read_back_at_flush(handle);
+  when_drained(handle, [this, req, handle, read_back] {
     if (auto e = take_write_error(handle)) return reply_error(req, *e);
     uint64_t written_end = 0;
     {
       std::lock_guard lock(handle->mutex);
       if (handle->verify_size) std::swap(written_end, handle->written_end);
     }
+    auto check = [this, req, handle, written_end, read_back](Result<sftp::Attrs> a) {
+      if (written_end != 0 && a && a->has(sftp::SSH_FILEXFER_ATTR_SIZE) && a->size < written_end)
+        return writes_lost(req, handle, written_end, *a);
+      if (read_back && a) keep_read_back(handle, *read_back, *a);
+      fuse_reply_err(req, 0);
+    };
+    if (read_back) return when_read_back(read_back, check);
     if (written_end == 0) return (void)fuse_reply_err(req, 0);
-    // Did the writes land? A file never ends before the end of what was written to it; one that
-    // does lost them (rclone drops writes at an offset after a reopen, acknowledged).
-    client->fstat(handle->remote, tracked([this, req, handle, written_end](Result<sftp::Attrs> a) {
-      if (!a || !a->has(sftp::SSH_FILEXFER_ATTR_SIZE) || a->size >= written_end) return (void)fuse_reply_err(req, 0);
-      LOG_WARN("the server acknowledged writes up to byte %llu but the file has %llu bytes: writes lost",
-               static_cast<unsigned long long>(written_end), static_cast<unsigned long long>(a->size));
-      if (auto path = inodes.path(handle->ino)) {
-        caches.changed(*path);
-        caches.attrs.put(*path, CachedAttrs{*a, 0});
-      }
-      data_changed(handle->ino);
-      if (session) fuse_lowlevel_notify_inval_inode(session, handle->ino, -1, 0);
-      fuse_reply_err(req, EIO);
-    }));
+    client->fstat(handle->remote, tracked(check));
   });
+}
+
+void Filesystem::Impl::writes_lost(fuse_req_t req, const std::shared_ptr<FileHandle>& handle, uint64_t written_end,
+                                   const sftp::Attrs& a) {
+  // Did the writes land? A file never ends before the end of what was written to it; one that
+  // does lost them (rclone drops writes at an offset after a reopen, acknowledged).
+  LOG_WARN("the server acknowledged writes up to byte %llu but the file has %llu bytes: writes lost",
+           static_cast<unsigned long long>(written_end), static_cast<unsigned long long>(a.size));
+  if (auto path = inodes.path(handle->ino)) {
+    caches.changed(*path);
+    caches.attrs.put(*path, CachedAttrs{a, 0});
+  }
+  data_changed(handle->ino);
+  if (session) fuse_lowlevel_notify_inval_inode(session, handle->ino, -1, 0);
+  fuse_reply_err(req, EIO);
 }
 
 void Filesystem::Impl::release(fuse_req_t req, Ino, fuse_file_info* fi) {

@@ -7,6 +7,7 @@
 //   file_io.cpp          open, create, read, flush, release, fsync, copy_file_range
 //   write_behind.cpp     write, write floors, writes striped over lanes, waiting for writes in flight
 //   early_answers.cpp    attribute changes answered before the server confirms them (rule 6)
+//   flush_read_back.cpp  a file's attributes asked at flush behind its writes, cached after close
 //   small_file_readahead.cpp  whole small files read ahead while a program walks a directory
 // Internal to src/fs: nothing outside this directory includes it.
 //
@@ -246,6 +247,11 @@ struct Filesystem::Impl {
   std::mutex floors_mutex;  // leaf
   std::unordered_map<Ino, Floor> floors;
   std::atomic<uint64_t> write_epoch{1};  // counts "every write to some file was answered" moments
+  // Each change this mount makes to a file's data or attributes (a write placed, a setattr, an early
+  // answer, a truncating open) gives the inode a new number from one counter: attributes asked for
+  // at one number are current while the inode still has it. Guarded by floors_mutex.
+  std::unordered_map<Ino, uint64_t> local_changes;
+  uint64_t last_local_change = 0;
   // Bytes of every handle's writes sent and not yet answered, against opt.write_behind_budget.
   std::atomic<uint64_t> write_behind_used{0};
 
@@ -260,6 +266,8 @@ struct Filesystem::Impl {
   // so a floor whose writes were all answered by then goes. True when no floor is left (the
   // attributes may be cached as they are).
   bool floor_confirmed(Ino ino, uint64_t asked_at);
+  void note_local_change(Ino ino);
+  uint64_t local_change_of(Ino ino);
 
   // ---- data freshness: prefetched bytes and size hints of open files ----
 
@@ -344,6 +352,17 @@ struct Filesystem::Impl {
   // failure for the handle's next write, flush, fsync or close. false: not a case for it.
   bool answer_setattr_early(fuse_req_t req, Ino ino, const SetattrRequest& r, const sftp::Attrs& sent);
 
+  // ---- attributes read back at flush (flush_read_back.cpp) ----
+  struct ReadBack;
+  // Sends one FSTAT behind the handle's writes (same connection, so answered after them) when it
+  // wrote since its last read-back; nullptr when there is nothing to ask or it cannot be ordered.
+  std::shared_ptr<ReadBack> read_back_at_flush(const std::shared_ptr<FileHandle>& h);
+  void when_read_back(const std::shared_ptr<ReadBack>& rb, std::function<void(Result<sftp::Attrs>)> fn);
+  // The flush succeeded: cache what the read-back saw, unless the mount changed the file since.
+  void keep_read_back(const std::shared_ptr<FileHandle>& h, const ReadBack& rb, const sftp::Attrs& attrs);
+  // Whether the cached read-back is still the file's state (release then keeps the cache).
+  bool read_back_current(const std::shared_ptr<FileHandle>& h);
+
   // ================= operations =================
 
   void init(fuse_conn_info* conn);
@@ -400,6 +419,8 @@ struct Filesystem::Impl {
   client::FileRef write_target(const std::shared_ptr<FileHandle>& h, size_t lane);
   void write(fuse_req_t req, Ino, const char* buf, size_t size, off_t off, fuse_file_info* fi);
   void flush(fuse_req_t req, Ino, fuse_file_info* fi);
+  // The flush found the file shorter than what was written to it: the writes were lost (EIO).
+  void writes_lost(fuse_req_t req, const std::shared_ptr<FileHandle>& handle, uint64_t written_end, const sftp::Attrs& a);
   void release(fuse_req_t req, Ino, fuse_file_info* fi);
   void fsync(fuse_req_t req, Ino, int, fuse_file_info* fi);
   void copy_file_range(fuse_req_t req, fuse_file_info* fi_in, off_t off_in, fuse_file_info* fi_out, off_t off_out,

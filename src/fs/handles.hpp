@@ -60,6 +60,10 @@ struct FileHandle : HandleBase, std::enable_shared_from_this<FileHandle> {
   // server's size (one FSTAT after the writes) with the end of what was written. Guarded by mutex.
   bool verify_size = false;
   uint64_t written_end = 0;  // highest offset + length written since the last check
+  // Attributes read back at flush, right behind the writes (flush_read_back.cpp): the inode's local
+  // change sequence they were asked at (0: none cached that way), and bytes_written then.
+  uint64_t read_back_seq = 0;
+  uint64_t read_back_written = 0;
 
   // Where the file is expected to end (kUnknownSize: no idea). Only an optimisation: a read that
   // crosses it is sent as two READs at once, so the end of file costs no second round trip; the

@@ -56,6 +56,7 @@ void Filesystem::Impl::node_changed(Ino ino) {
 }
 
 void Filesystem::Impl::attributes_changed(Ino ino, const SetattrRequest& r, const std::optional<sftp::Attrs>& before) {
+  note_local_change(ino);
   // chmod, chown or utimens change no name in a directory: its listing stays (rsync and unzip chmod
   // each directory they make, then look up every name in it), unless the change could take away
   // the access a readdir or lookup has: a read or search bit removed, an owner or group changed, or
@@ -153,6 +154,7 @@ void Filesystem::Impl::forget(Ino ino, uint64_t nlookup) {
     std::lock_guard lock(floors_mutex);
     auto it = floors.find(ino);
     if (it != floors.end() && it->second.pending == 0) floors.erase(it);  // nobody asks for its size now
+    local_changes.erase(ino);
   }
 }
 

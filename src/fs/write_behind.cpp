@@ -10,6 +10,18 @@ void Filesystem::Impl::floor_write_sent(Ino ino, uint64_t end, uint64_t bytes) {
   f.size = std::max(f.size, end);
   f.pending += bytes;
   f.done_at = 0;
+  local_changes[ino] = ++last_local_change;
+}
+
+void Filesystem::Impl::note_local_change(Ino ino) {
+  std::lock_guard lock(floors_mutex);
+  local_changes[ino] = ++last_local_change;
+}
+
+uint64_t Filesystem::Impl::local_change_of(Ino ino) {
+  std::lock_guard lock(floors_mutex);
+  auto it = local_changes.find(ino);
+  return it == local_changes.end() ? 0 : it->second;
 }
 
 void Filesystem::Impl::floor_write_done(Ino ino, uint64_t bytes) {
@@ -40,6 +52,7 @@ void Filesystem::Impl::floor_truncate(Ino ino, uint64_t size) {
 }
 
 void Filesystem::Impl::truncated_through_mount(Ino ino, uint64_t size) {
+  note_local_change(ino);
   // A handle's writes past `size` are gone by our own doing: its check at flush must not count them.
   for (auto& h : files_of(ino)) {
     std::lock_guard lock(h->mutex);

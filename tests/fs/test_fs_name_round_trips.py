@@ -12,17 +12,16 @@ this test writing straight into the server's directory on the local disk.
 import ctypes
 import errno
 import os
-import re
 import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Mounter, Proxied, private_sshd, wait_until
+from conftest import Mounter, Proxied, wait_until
 from fault_proxy import FaultProxy
+from logged_sshd import logged_sshd
 
 pytestmark = pytest.mark.openssh_only
 
@@ -30,53 +29,10 @@ NEGATIVE = 2.0  # negative_timeout of these mounts, seconds
 OPTIONS = [f"negative_timeout={NEGATIVE:g}"]
 
 
-class LoggedServer:
-    """A private sshd running bench/sftp-logger; requests() reads what every session logged."""
-
-    def __init__(self, server, log_dir: Path):
-        self.server = server
-        self.log_dir = log_dir
-
-    def lines(self):
-        out = []
-        for log in sorted(self.log_dir.glob("sftp-*.log")):
-            out += log.read_text(errors="replace").splitlines()
-        return out
-
-    def count(self, kind: str, path) -> int:
-        """Requests of `kind` (lstat, opendir, remove, rename, ...) naming `path` exactly."""
-        pattern = re.compile(r'\b' + re.escape(kind) + r' (?:name )?"' + re.escape(str(path)) + r'"')
-        return sum(1 for line in self.lines() if pattern.search(line))
-
-
 @pytest.fixture(scope="module")
 def logged():
-    work = Path(tempfile.mkdtemp(prefix="sftpfs-negatives-"))
-    try:
-        logger_dir = work / "logger"
-        logger_dir.mkdir()
-        # bench/sftp-logger, flushed at every line: the tests read the log while the session runs.
-        script = (ROOT / "bench" / "sftp-logger").read_text().replace("buffering=1 << 16", "buffering=1")
-        assert "buffering=1)" in script
-        (logger_dir / "sftp-logger").write_text(script)
-        (logger_dir / "sftp-logger").chmod(0o755)
-        log_dir = work / "logs"
-        log_dir.mkdir()
-        (logger_dir / "log-dir").write_text(str(log_dir))
-        saved = os.environ.get("TEST_SSHD_SFTP_SERVER")
-        os.environ["TEST_SSHD_SFTP_SERVER"] = str(logger_dir / "sftp-logger")
-        try:
-            with private_sshd("sftpfs-negatives-sshd-") as server:
-                os.environ.pop("TEST_SSHD_SFTP_SERVER", None)
-                if saved is not None:
-                    os.environ["TEST_SSHD_SFTP_SERVER"] = saved
-                yield LoggedServer(server, log_dir)
-        finally:
-            os.environ.pop("TEST_SSHD_SFTP_SERVER", None)
-            if saved is not None:
-                os.environ["TEST_SSHD_SFTP_SERVER"] = saved
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with logged_sshd("sftpfs-negatives-") as server:
+        yield server
 
 
 @pytest.fixture
@@ -95,7 +51,6 @@ def mounter(logged, tmp_path):
         yield m
     finally:
         m.close()
-
 
 
 def absent(path) -> bool:
