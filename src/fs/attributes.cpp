@@ -59,6 +59,22 @@ void Filesystem::Impl::node_attrs(Ino ino, const fuse_file_info* fi, client::Cal
   auto early = handle ? nullptr : handle_with_early_changes(ino);
   if (early) handle = early;
   const uint64_t asked_at = write_epoch.load();
+  // A stat of a file being written through this mount (git's fstat between write and close; the
+  // kernel's getattr carries no handle for it): asked through the writing handle behind its writes,
+  // as its flush would, and kept as that handle's read-back (flush_read_back.cpp).
+  if (!early) {
+    auto writer = handle && handle->writable ? handle : handle_to_read_back(ino);
+    if (auto rb = writer ? start_read_back(writer) : nullptr) {
+      when_read_back(rb, [this, ino, writer, rb, asked_at, done = std::move(done)](Result<sftp::Attrs> r) {
+        if (r) {
+          floor_confirmed(ino, asked_at);
+          keep_read_back(writer, *rb, *r);
+        }
+        done(std::move(r));
+      });
+      return;
+    }
+  }
   if (handle && (!path || fi || early)) {
     client->fstat(handle->remote, tracked([this, ino, asked_at, done = std::move(done)](Result<sftp::Attrs> r) {
       if (r) floor_confirmed(ino, asked_at);

@@ -348,14 +348,26 @@ void Filesystem::Impl::flush(fuse_req_t req, Ino, fuse_file_info* fi) {
   auto handle = file_handle(fi);
   if (!handle) return (void)fuse_reply_err(req, 0);
   if (!handle->writable) return (void)fuse_reply_err(req, 0);
+  bool nothing_in_flight;
+  {
+    std::lock_guard lock(handle->mutex);
+    nothing_in_flight = handle->drained();
+  }
   // Asked now, behind the writes, so it is answered in the round trip the flush waits for anyway.
   auto read_back = read_back_at_flush(handle);
-  when_drained(handle, [this, req, handle, read_back] {
+  when_drained(handle, [this, req, handle, read_back, nothing_in_flight] {
     if (auto e = take_write_error(handle)) return reply_error(req, *e);
     uint64_t written_end = 0;
     {
       std::lock_guard lock(handle->mutex);
       if (handle->verify_size) std::swap(written_end, handle->written_end);
+    }
+    if (read_back && written_end == 0 && nothing_in_flight) {
+      // Nothing to wait for: the close is answered now, the read-back kept when it comes.
+      when_read_back(read_back, [this, handle, read_back](Result<sftp::Attrs> a) {
+        if (a) keep_read_back(handle, *read_back, *a);
+      });
+      return (void)fuse_reply_err(req, 0);
     }
     auto check = [this, req, handle, written_end, read_back](Result<sftp::Attrs> a) {
       if (written_end != 0 && a && a->has(sftp::SSH_FILEXFER_ATTR_SIZE) && a->size < written_end)

@@ -357,6 +357,10 @@ struct Filesystem::Impl {
   // Sends one FSTAT behind the handle's writes (same connection, so answered after them) when it
   // wrote since its last read-back; nullptr when there is nothing to ask or it cannot be ordered.
   std::shared_ptr<ReadBack> read_back_at_flush(const std::shared_ptr<FileHandle>& h);
+  // The same FSTAT, asked whatever was written (a stat of the open file); nullptr: cannot be ordered.
+  std::shared_ptr<ReadBack> start_read_back(const std::shared_ptr<FileHandle>& h);
+  // An open handle of the file that wrote since its last read-back, if any.
+  std::shared_ptr<FileHandle> handle_to_read_back(Ino ino);
   void when_read_back(const std::shared_ptr<ReadBack>& rb, std::function<void(Result<sftp::Attrs>)> fn);
   // The flush succeeded: cache what the read-back saw, unless the mount changed the file since.
   void keep_read_back(const std::shared_ptr<FileHandle>& h, const ReadBack& rb, const sftp::Attrs& attrs);

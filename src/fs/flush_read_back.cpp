@@ -6,6 +6,9 @@
 // the order received, so the FSTAT sees every write placed before it; WriteOrder holds it back while
 // a write of the file is in flight on another connection. Its answer is cached only if the mount
 // changed nothing about the file since it was asked (local_changes), and release then keeps it.
+// A stat of a file being written (git's fstat between write and close) is asked the same way, through
+// the writing handle, and counts as its read-back: the close then has nothing to ask. A flush whose writes were all answered already
+// does not wait for its read-back (it would have replied at once without one).
 #include "fs/filesystem_impl.hpp"
 
 namespace sftpfs::fs {
@@ -20,11 +23,18 @@ struct Filesystem::Impl::ReadBack {
 };
 
 std::shared_ptr<Filesystem::Impl::ReadBack> Filesystem::Impl::read_back_at_flush(const std::shared_ptr<FileHandle>& h) {
+  {
+    std::lock_guard lock(h->mutex);
+    if (h->bytes_written == h->read_back_written) return nullptr;  // nothing written since the last one
+  }
+  return start_read_back(h);
+}
+
+std::shared_ptr<Filesystem::Impl::ReadBack> Filesystem::Impl::start_read_back(const std::shared_ptr<FileHandle>& h) {
   if (!opt.cache) return nullptr;  // nothing would keep the answer
   auto rb = std::make_shared<ReadBack>();
   {
     std::lock_guard lock(h->mutex);
-    if (h->bytes_written == h->read_back_written) return nullptr;  // nothing written since the last one
     // Writes spread over other connections: the FSTAT would wait for them, a round trip more.
     if (h->write_stripes_requested) return nullptr;
     rb->written = h->bytes_written;
@@ -45,6 +55,15 @@ std::shared_ptr<Filesystem::Impl::ReadBack> Filesystem::Impl::read_back_at_flush
     }));
   });
   return rb;
+}
+
+std::shared_ptr<FileHandle> Filesystem::Impl::handle_to_read_back(Ino ino) {
+  for (auto& h : files_of(ino)) {
+    if (!h->writable) continue;
+    std::lock_guard lock(h->mutex);
+    if (!h->released && h->bytes_written != h->read_back_written) return h;
+  }
+  return nullptr;
 }
 
 void Filesystem::Impl::when_read_back(const std::shared_ptr<ReadBack>& rb, std::function<void(Result<sftp::Attrs>)> fn) {

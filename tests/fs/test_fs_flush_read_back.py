@@ -67,6 +67,24 @@ def test_stat_after_close_sends_nothing_and_shows_the_server(logged, data, mnt):
     assert [stats(logged, data / f"f{i}") for i in range(5)] == before
 
 
+def test_a_stat_between_write_and_close_is_the_read_back(logged, data, mnt):
+    # git's checkout: open(O_CREAT|O_EXCL), write, fstat (for the index), close, and later lstat.
+    for i in range(3):
+        fd = os.open(mnt / f"f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        before = stats(logged, data / f"f{i}"), logged.count("fstat", data / f"f{i}")
+        try:
+            os.write(fd, b"y" * (3000 + i))
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        after_close = os.lstat(mnt / f"f{i}")
+        # One FSTAT behind the write answers the fstat; the close and the lstat after it send nothing.
+        assert (stats(logged, data / f"f{i}"), logged.count("fstat", data / f"f{i}")) == (before[0], before[1] + 1)
+        real = os.stat(data / f"f{i}")
+        assert st.st_size == after_close.st_size == real.st_size == 3000 + i
+        assert int(st.st_mtime) == int(after_close.st_mtime) == int(real.st_mtime)
+
+
 def test_a_rewrite_of_an_existing_file_is_read_back_too(logged, data, mnt):
     (data / "old").write_bytes(b"o" * 5000)
     os.utime(data / "old", (1000000000, 1000000000))
