@@ -34,6 +34,14 @@ void Filesystem::Impl::reply_attr(fuse_req_t req, Ino ino, const sftp::Attrs& at
   fuse_reply_attr(req, &*st, attr_timeout);
 }
 
+void Filesystem::Impl::reply_attr_uncached(fuse_req_t req, Ino ino, const sftp::Attrs& attrs) {
+  auto st = kernel_stat(ino, attrs, 0);
+  if (!st) return reply_error(req, st.error());
+  fuse_reply_attr(req, &*st, 0.0);
+  // A timeout of 0 still holds within the kernel's clock tick: drop them outright.
+  if (session) fuse_lowlevel_notify_inval_inode(session, ino, -1, 0);
+}
+
 void Filesystem::Impl::stat_path(const std::string& path, client::Callback<sftp::Attrs> done) {
   if (opt.follow_symlinks) {
     client->stat(path, tracked(std::move(done)));

@@ -33,12 +33,16 @@ bool Filesystem::Impl::answer_setattr_early(fuse_req_t req, Ino ino, const Setat
   if (!handle) return false;
   // What the change applies to: the attributes of the create (or of the last early answer) with the
   // size our writes gave it. Their mtime is still the server's only if nothing was written since, or
-  // if this change sets the times itself; else the change waits for the server (attributes.cpp).
+  // if this change sets the times itself. When it is not (unzip's and install's fchmod after the
+  // data), the change is answered all the same, but its reply is not kept: the kernel is told the
+  // attributes are already stale and the cache forgets them, so the next stat asks the server,
+  // behind the change (a getattr with early changes pending asks through their handle).
   std::optional<sftp::Attrs> base;
+  bool mtime_known = false;
   {
     std::lock_guard lock(handle->mutex);
-    if (handle->early_base && handle->early_base->has(sftp::SSH_FILEXFER_ATTR_SIZE) &&
-        (handle->bytes_written == handle->early_base_written || sent.has(sftp::SSH_FILEXFER_ATTR_ACMODTIME))) {
+    if (handle->early_base && handle->early_base->has(sftp::SSH_FILEXFER_ATTR_SIZE)) {
+      mtime_known = handle->bytes_written == handle->early_base_written || sent.has(sftp::SSH_FILEXFER_ATTR_ACMODTIME);
       base = handle->early_base;
       base->set_size(std::max<uint64_t>(base->size, handle->written_end));
     }
@@ -48,11 +52,15 @@ bool Filesystem::Impl::answer_setattr_early(fuse_req_t req, Ino ino, const Setat
   {
     std::lock_guard lock(handle->mutex);
     handle->early_base = now;
-    handle->early_base_written = handle->bytes_written;
+    if (mtime_known) handle->early_base_written = handle->bytes_written;  // else its mtime stays unknown
   }
   const auto path = inodes.path(ino);
+  auto reply = [this, req, ino, mtime_known](const sftp::Attrs& attrs) {
+    if (mtime_known) return reply_attr(req, ino, attrs);
+    reply_attr_uncached(req, ino, attrs);
+  };
   if (base == now) {  // rsync's fchmod(0600) of the file it just made with 0600: nothing to send
-    reply_attr(req, ino, now);
+    reply(now);
     return true;
   }
   {
@@ -61,7 +69,7 @@ bool Filesystem::Impl::answer_setattr_early(fuse_req_t req, Ino ino, const Setat
   }
   note_local_change(ino);
   node_changed(ino);
-  if (path) caches.attrs.put(*path, CachedAttrs{now, 0});
+  if (path && mtime_known) caches.attrs.put(*path, CachedAttrs{now, 0});
 
   // The server's answer, and what the file shows right after it (same connection, same round trip):
   // some servers acknowledge a chmod they did not make.
@@ -108,7 +116,7 @@ bool Filesystem::Impl::answer_setattr_early(fuse_req_t req, Ino ino, const Setat
     client->fstat(handle->remote, tracked(on_read_back));
   });
   // Only now: the application's next call (a write, another change) must go out behind this one.
-  reply_attr(req, ino, now);
+  reply(now);
   return true;
 }
 

@@ -305,6 +305,9 @@ struct Filesystem::Impl {
   // The kernel's view of attributes: link count learned before, size floor while writes are in flight.
   Result<struct stat> kernel_stat(Ino ino, const sftp::Attrs& attrs, uint32_t nlink_hint);
   void reply_attr(fuse_req_t req, Ino ino, const sftp::Attrs& attrs, uint32_t nlink_hint = 0);
+  // The same, for attributes known to be partly stale (an mtime the server has since moved): the
+  // kernel keeps them for no time and asks again at the next stat.
+  void reply_attr_uncached(fuse_req_t req, Ino ino, const sftp::Attrs& attrs);
 
   // Fills an entry for parent/name, taking one lookup reference. Returns the node, or nullopt (and an
   // errno in *err) when the entry cannot be made.

@@ -124,3 +124,42 @@ def test_a_file_not_created_by_this_mount_still_waits(mount, remote, immutable):
         assert info.value.errno in REFUSED
     finally:
         os.close(fd)
+
+
+def test_a_mode_change_after_the_data_is_answered_early_and_a_refusal_reported_at_close(mount, remote, immutable):
+    # unzip and install: write, then fchmod. The server moved the mtime with the write, so the
+    # answer's own attributes are not kept; the change itself is answered at once all the same.
+    mnt = mount(remote)
+    fd = _create(mnt / "f")
+    closed = False
+    try:
+        os.fsync(fd)                 # the data is on the server
+        immutable(remote / "f")
+        os.fchmod(fd, 0o604)         # answered before the server: no error here ...
+        closed = True
+        with pytest.raises(OSError) as info:
+            os.close(fd)             # ... but at close
+        assert info.value.errno in REFUSED
+    finally:
+        if not closed:
+            os.close(fd)
+    assert os.stat(remote / "f").st_mode & 0o7777 == 0o600
+    assert sh(f"stat -c %a '{mnt}/f'").stdout.strip() == "600"
+
+
+def test_a_mode_change_after_the_data_shows_the_servers_mtime(mount, remote):
+    mnt = mount(remote)
+    fd = _create(mnt / "f")
+    try:
+        os.utime(fd, (1000000000, 1000000000))   # answered early: the mount knows this mtime ...
+        os.write(fd, b"more\n")                  # ... until the server moves it with the write
+        os.fchmod(fd, 0o640)
+        seen = os.fstat(fd)
+        assert seen.st_mode & 0o7777 == 0o640
+        assert int(seen.st_mtime) == int(os.stat(remote / "f").st_mtime) != 1000000000
+    finally:
+        os.close(fd)
+    real = os.stat(remote / "f")
+    assert real.st_mode & 0o7777 == 0o640 and (remote / "f").read_bytes() == b"data\nmore\n"
+    st = os.stat(mnt / "f")
+    assert (st.st_mode, int(st.st_mtime), st.st_size) == (real.st_mode, int(real.st_mtime), real.st_size)
