@@ -119,10 +119,14 @@ std::optional<DirListing> edited(const DirListing& listing, F fn) {
 
 }  // namespace
 
-void Caches::dir_changed(const std::string& dir_path) {
+void Caches::dir_changed(const std::string& dir_path, const std::optional<ReadBack>& now) {
   // The directory's own attributes: its mtime moved (and its size and link count may have).
   touch_dir(parent_path(dir_path));  // a listing of its parent being read may carry the old ones
-  attrs.invalidate(dir_path);
+  if (now) {
+    attrs.put_if_unchanged(dir_path, CachedAttrs{now->attrs, 0}, now->asked_at_version);
+  } else {
+    attrs.invalidate(dir_path);
+  }
   const std::string name = leaf_name(dir_path);
   dirs.update(parent_path(dir_path), [&](const DirListing& listing) -> std::optional<DirListing> {
     auto it = std::find_if(listing->begin(), listing->end(), [&](const DirEntry& e) { return e.name == name; });
@@ -177,8 +181,9 @@ void Caches::changed_tree(const std::string& path) {
   dirs.invalidate(parent_path(path));
 }
 
-void Caches::added(const std::string& path, const std::optional<sftp::Attrs>& known, uint32_t nlink) {
-  dir_changed(parent_path(path));
+void Caches::added(const std::string& path, const std::optional<sftp::Attrs>& known, uint32_t nlink,
+                   const std::optional<ReadBack>& parent_now) {
+  dir_changed(parent_path(path), parent_now);
   touch_dir(parent_path(path));
   touch_dir(path);
   negative.invalidate(path);

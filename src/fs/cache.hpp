@@ -3,6 +3,7 @@
 // cache (put stores nothing). Each cache has its own mutex, a leaf lock: never held while calling out.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -39,6 +40,30 @@ class TtlMap {
     std::lock_guard lock(mutex_);
     if (map_.size() >= max_entries_ && map_.find(key) == map_.end()) make_room_locked(now);
     map_.insert_or_assign(key, Entry{std::move(value), now + ttl_});
+    changed_locked(key);
+  }
+
+  // Every put or drop of a key moves its version (keys share 1024 counters: a change to another key
+  // may move it too, which only makes put_if_unchanged refuse more often).
+  uint64_t version(const std::string& key) const {
+    std::lock_guard lock(mutex_);
+    return version_locked(key);
+  }
+  // Puts `value` if the key's version is still `since` (nothing was put or dropped for it meanwhile);
+  // else drops the key, as invalidate() would. For a value asked of the server at `since` that is
+  // current only if no other change came in between.
+  bool put_if_unchanged(const std::string& key, V value, uint64_t since) {
+    auto now = clock_();
+    std::lock_guard lock(mutex_);
+    if (!enabled() || version_locked(key) != since) {
+      map_.erase(key);
+      changed_locked(key);
+      return false;
+    }
+    if (map_.size() >= max_entries_ && map_.find(key) == map_.end()) make_room_locked(now);
+    map_.insert_or_assign(key, Entry{std::move(value), now + ttl_});
+    changed_locked(key);
+    return true;
   }
 
   std::optional<V> get(const std::string& key) const {
@@ -67,10 +92,12 @@ class TtlMap {
   void invalidate(const std::string& key) {
     std::lock_guard lock(mutex_);
     map_.erase(key);
+    changed_locked(key);
   }
 
   void invalidate_tree(const std::string& key) {
     std::lock_guard lock(mutex_);
+    all_changed_ = ++changes_;
     map_.erase(key);
     std::string prefix = key;
     if (prefix.empty() || prefix.back() != '/') prefix.push_back('/');
@@ -80,6 +107,7 @@ class TtlMap {
 
   void clear() {
     std::lock_guard lock(mutex_);
+    all_changed_ = ++changes_;
     map_.clear();
   }
 
@@ -96,6 +124,7 @@ class TtlMap {
       map_.erase(it);
       return;
     }
+    changed_locked(key);
     std::optional<V> next = fn(it->second.value);
     if (next) {
       it->second.value = std::move(*next);
@@ -140,12 +169,19 @@ class TtlMap {
     if (map_.size() >= max_entries_) map_.clear();
   }
 
+  static constexpr size_t kVersionSlots = 1024;
+  static size_t slot(const std::string& key) { return std::hash<std::string>{}(key) % kVersionSlots; }
+  void changed_locked(const std::string& key) { changed_[slot(key)] = ++changes_; }
+  uint64_t version_locked(const std::string& key) const { return std::max(all_changed_, changed_[slot(key)]); }
+
   const std::chrono::milliseconds ttl_;
   const size_t max_entries_;
   const ClockFn clock_;
   mutable std::mutex mutex_;  // leaf lock
   std::map<std::string, Entry> map_;
   mutable std::atomic<uint64_t> hits_{0}, misses_{0};
+  uint64_t changes_ = 0, all_changed_ = 0;  // versions (guarded by mutex_)
+  std::array<uint64_t, kVersionSlots> changed_{};
 };
 
 // What the server said about a path, and the link count READDIR's longname gave (0 = unknown).
@@ -216,7 +252,15 @@ class Caches {
   // This mount created `path` (attributes when known). A listing this mount keeps of the parent gains
   // the name, so lookups of other new names there are still answered locally: a directory this mount
   // created is known empty, and untar's LOOKUP before each create needs no round trip.
-  void added(const std::string& path, const std::optional<sftp::Attrs>& attrs, uint32_t nlink = 0);
+  // `parent_now`: the parent directory's attributes read right after the change (back to back with
+  // it on one connection), and attrs.version() of the parent when they were asked: kept instead of
+  // forgotten unless something else changed the parent's entry meanwhile.
+  struct ReadBack {
+    sftp::Attrs attrs;
+    uint64_t asked_at_version = 0;
+  };
+  void added(const std::string& path, const std::optional<sftp::Attrs>& attrs, uint32_t nlink = 0,
+             const std::optional<ReadBack>& parent_now = std::nullopt);
   // This mount created the directory `path`: it is empty.
   void created_empty_dir(const std::string& path);
   // This mount removed `path` (and everything below it): its parent's listing loses the name, and the
@@ -240,7 +284,7 @@ class Caches {
  private:
   // A name in `dir_path` was added, removed or replaced: the directory's own attributes (mtime, size,
   // link count) are no longer what we knew, here and in its parent's listing.
-  void dir_changed(const std::string& dir_path);
+  void dir_changed(const std::string& dir_path, const std::optional<ReadBack>& now = std::nullopt);
   // The directory's contents changed through this mount (every change to a name in it comes here).
   void touch_dir(const std::string& dir_path);
   // Something moved whole subtrees: every listing being read may be stale.

@@ -269,10 +269,19 @@ void Filesystem::Impl::create(fuse_req_t req, Ino parent, const char* name, mode
   caches.negative.invalidate(p);
   caches.attrs.invalidate(p);
   // OPEN and the LSTAT that gives the entry's attributes (owner, mode after the server's umask, size
-  // when the file existed) go back to back on one connection: one round trip.
+  // when the file existed) go back to back on one connection: one round trip. A stat of the parent
+  // directory goes with them: the create moved its mtime, and unzip stats it before every file.
   size_t connection = client->pick_connection();
-  auto [on_open, on_stat] = joined<Result<client::FileRef>, Result<sftp::Attrs>>(
-      [this, req, parent, n, p, info](Result<client::FileRef> r, Result<sftp::Attrs> a) mutable {
+  const std::string dir = Caches::parent_path(p);
+  const uint64_t dir_version = caches.attrs.version(dir);
+  using Stats = std::pair<Result<sftp::Attrs>, std::optional<Result<sftp::Attrs>>>;
+  auto [on_open, on_stats] = joined<Result<client::FileRef>, Stats>(
+      [this, req, parent, n, p, info, dir_version](Result<client::FileRef> r, Stats stats) mutable {
+        Result<sftp::Attrs>& a = stats.first;
+        std::optional<Caches::ReadBack> dir_now;
+        if (stats.second && *stats.second && (*stats.second)->has(sftp::SSH_FILEXFER_ATTR_PERMISSIONS) &&
+            S_ISDIR((*stats.second)->permissions))
+          dir_now = Caches::ReadBack{**stats.second, dir_version};
         if (!r) {
           Error error = r.take_error();
           caches.changed_unknown(p);
@@ -281,8 +290,8 @@ void Filesystem::Impl::create(fuse_req_t req, Ino parent, const char* name, mode
           return reply_error(req, error);
         }
         client::FileRef remote = *r;
-        auto created = [this, req, parent, n, p, info, remote](const sftp::Attrs& attrs) mutable {
-          caches.added(p, attrs);
+        auto created = [this, req, parent, n, p, info, remote, dir_now](const sftp::Attrs& attrs) mutable {
+          caches.added(p, attrs, 0, dir_now);
           auto ino = inodes.link(parent, n, 0, S_IFREG);
           if (!ino) {
             close_quietly(remote);
@@ -301,7 +310,18 @@ void Filesystem::Impl::create(fuse_req_t req, Ino parent, const char* name, mode
         }));
       });
   client->open_on(connection, p, pflags, attrs, tracked(on_open));
-  client->lstat_on(connection, p, tracked(on_stat));
+  if (!caches.attrs.enabled() || dir == p) {
+    client->lstat_on(connection, p, tracked([on_stats](Result<sftp::Attrs> a) { on_stats({std::move(a), std::nullopt}); }));
+    return;
+  }
+  auto [on_file, on_dir] = joined<Result<sftp::Attrs>, Result<sftp::Attrs>>(
+      [on_stats](Result<sftp::Attrs> file, Result<sftp::Attrs> d) { on_stats({std::move(file), std::move(d)}); });
+  client->lstat_on(connection, p, tracked(on_file));
+  if (opt.follow_symlinks) {
+    client->stat_on(connection, dir, tracked(on_dir));
+  } else {
+    client->lstat_on(connection, dir, tracked(on_dir));
+  }
 }
 
 void Filesystem::Impl::release_handle(uint64_t fh) {

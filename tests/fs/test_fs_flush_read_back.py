@@ -184,3 +184,25 @@ def test_a_change_made_while_the_read_back_is_in_flight_wins(logged, data, tmp_p
             same_as_server(mnt / "f", data / "f")
         finally:
             m.close()
+
+
+def test_a_directory_stat_after_a_create_in_it_sends_nothing_and_shows_the_server(logged, data, mnt):
+    # unzip stats the directory before each file it writes into it.
+    (data / "d").mkdir()
+    os.stat(mnt / "d")
+    for i in range(3):
+        with open(mnt / "d" / f"f{i}", "wb") as f:
+            f.write(b"z" * 100)
+        before = stats(logged, data / "d")
+        st = os.stat(mnt / "d")
+        assert stats(logged, data / "d") == before
+        real = os.stat(data / "d")
+        assert (st.st_mtime_ns // 10**9, st.st_size, st.st_mode) == (real.st_mtime_ns // 10**9, real.st_size, real.st_mode)
+    # A removal through the mount, and another client's create once the cache timeout passed, show.
+    os.unlink(mnt / "d" / "f0")
+    assert os.stat(mnt / "d").st_size == os.stat(data / "d").st_size
+    time.sleep(1.1)   # the server's mtime, in seconds, moves
+    (data / "d" / "theirs").write_bytes(b"x")
+    time.sleep(CACHE + 0.5)
+    st, real = os.stat(mnt / "d"), os.stat(data / "d")
+    assert (int(st.st_mtime), st.st_size) == (int(real.st_mtime), real.st_size)

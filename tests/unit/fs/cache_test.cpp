@@ -166,6 +166,51 @@ TEST(Caches, NameChangesForgetTheParentsOwnAttributes) {
   EXPECT_TRUE(caches.attrs.get("/r/d"));
 }
 
+TEST(TtlMap, PutIfUnchangedRefusesAfterAnyChangeAndDropsTheKey) {
+  FakeClock clock;
+  TtlMap<int> map(1000ms, 10, clock.fn());
+  map.put("/d", 1);
+  auto asked = map.version("/d");
+  EXPECT_TRUE(map.put_if_unchanged("/d", 2, asked));
+  EXPECT_EQ(map.get("/d"), 2);
+  asked = map.version("/d");
+  map.invalidate("/d");  // a change came between the question and the answer
+  EXPECT_FALSE(map.put_if_unchanged("/d", 3, asked));
+  EXPECT_FALSE(map.get("/d"));
+  asked = map.version("/d");
+  map.put("/d", 4);  // a newer answer was put meanwhile: the older one is not trusted over it
+  EXPECT_FALSE(map.put_if_unchanged("/d", 5, asked));
+  EXPECT_FALSE(map.get("/d"));
+  asked = map.version("/d");
+  map.invalidate_tree("/");  // a subtree went
+  EXPECT_FALSE(map.put_if_unchanged("/d", 6, asked));
+  asked = map.version("/d");
+  map.update("/d", [](int v) -> std::optional<int> { return v; });
+  EXPECT_TRUE(map.put_if_unchanged("/d", 7, asked));  // update of an absent key: no change
+}
+
+TEST(Caches, AddedKeepsTheParentsAttributesReadBackUnlessChangedMeanwhile) {
+  FakeClock clock;
+  Caches::Config config;
+  config.attr_ttl = config.dir_ttl = config.negative_ttl = 5s;
+  Caches caches(config, clock.fn());
+  sftp::Attrs dir;
+  dir.set_permissions(040755).set_times(1, 1);
+  sftp::Attrs after = dir;
+  after.set_times(2, 2);
+  caches.attrs.put("/r/d", CachedAttrs{dir, 0});
+  auto asked = caches.attrs.version("/r/d");
+  caches.added("/r/d/a", file_attrs(0), 0, Caches::ReadBack{after, asked});
+  auto kept = caches.attrs.get("/r/d");
+  ASSERT_TRUE(kept);
+  EXPECT_EQ(kept->attrs.mtime, 2u);
+  // Another create in the same directory answered between our question and our answer.
+  asked = caches.attrs.version("/r/d");
+  caches.added("/r/d/b", file_attrs(0));
+  caches.added("/r/d/c", file_attrs(0), 0, Caches::ReadBack{after, asked});
+  EXPECT_FALSE(caches.attrs.get("/r/d"));
+}
+
 TEST(Caches, AgeOfAnEntry) {
   FakeClock clock;
   TtlMap<int> map(1000ms, 10, clock.fn());
