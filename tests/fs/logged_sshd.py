@@ -7,6 +7,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from conftest import ROOT, private_sshd
 
 
@@ -57,3 +59,13 @@ def logged_sshd(prefix: str):
                 os.environ["TEST_SSHD_SFTP_SERVER"] = saved
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture
+def data(logged, request) -> Path:
+    """An empty directory on the server named for the test (needs a `logged` fixture in the module)."""
+    path = logged.server.remote_base / request.node.name
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path

@@ -6,7 +6,6 @@ mount, through another handle of the file, or by another client once the cache t
 
 The server logs every request (bench/sftp-logger), so the tests count the stats that reached it."""
 import os
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 
 from conftest import Mounter, Proxied
 from fault_proxy import FaultProxy
-from logged_sshd import logged_sshd
+from logged_sshd import data, logged_sshd  # noqa: F401 (data: a fixture)
 
 pytestmark = pytest.mark.openssh_only
 
@@ -26,15 +25,6 @@ CACHE = 2.0  # cache_timeout of these mounts, seconds
 def logged():
     with logged_sshd("sftpfs-read-back-") as server:
         yield server
-
-
-@pytest.fixture
-def data(logged, request) -> Path:
-    path = logged.server.remote_base / request.node.name
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    return path
 
 
 @pytest.fixture

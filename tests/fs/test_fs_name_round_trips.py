@@ -12,7 +12,6 @@ this test writing straight into the server's directory on the local disk.
 import ctypes
 import errno
 import os
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 
 from conftest import Mounter, Proxied, wait_until
 from fault_proxy import FaultProxy
-from logged_sshd import logged_sshd
+from logged_sshd import data, logged_sshd  # noqa: F401 (data: a fixture)
 
 pytestmark = pytest.mark.openssh_only
 
@@ -33,15 +32,6 @@ OPTIONS = [f"negative_timeout={NEGATIVE:g}"]
 def logged():
     with logged_sshd("sftpfs-negatives-") as server:
         yield server
-
-
-@pytest.fixture
-def data(logged, request) -> Path:
-    path = logged.server.remote_base / request.node.name
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    return path
 
 
 @pytest.fixture
