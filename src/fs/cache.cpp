@@ -119,7 +119,7 @@ std::optional<DirListing> edited(const DirListing& listing, F fn) {
 
 }  // namespace
 
-void Caches::dir_changed(const std::string& dir_path, const std::optional<ReadBack>& now) {
+void Caches::dir_changed(const std::string& dir_path, const std::optional<AttrsAsked>& now) {
   // The directory's own attributes: its mtime moved (and its size and link count may have).
   touch_dir(parent_path(dir_path));  // a listing of its parent being read may carry the old ones
   if (now) {
@@ -182,7 +182,7 @@ void Caches::changed_tree(const std::string& path) {
 }
 
 void Caches::added(const std::string& path, const std::optional<sftp::Attrs>& known, uint32_t nlink,
-                   const std::optional<ReadBack>& parent_now) {
+                   const std::optional<AttrsAsked>& parent_now) {
   dir_changed(parent_path(path), parent_now);
   touch_dir(parent_path(path));
   touch_dir(path);

@@ -38,9 +38,7 @@ class TtlMap {
     if (!enabled()) return;
     auto now = clock_();
     std::lock_guard lock(mutex_);
-    if (map_.size() >= max_entries_ && map_.find(key) == map_.end()) make_room_locked(now);
-    map_.insert_or_assign(key, Entry{std::move(value), now + ttl_});
-    changed_locked(key);
+    put_locked(key, std::move(value), now);
   }
 
   // Every put or drop of a key moves its version (keys share 1024 counters: a change to another key
@@ -60,9 +58,7 @@ class TtlMap {
       changed_locked(key);
       return false;
     }
-    if (map_.size() >= max_entries_ && map_.find(key) == map_.end()) make_room_locked(now);
-    map_.insert_or_assign(key, Entry{std::move(value), now + ttl_});
-    changed_locked(key);
+    put_locked(key, std::move(value), now);
     return true;
   }
 
@@ -163,6 +159,12 @@ class TtlMap {
     CacheClock::time_point expires;
   };
 
+  void put_locked(const std::string& key, V value, CacheClock::time_point now) {
+    if (map_.size() >= max_entries_ && map_.find(key) == map_.end()) make_room_locked(now);
+    map_.insert_or_assign(key, Entry{std::move(value), now + ttl_});
+    changed_locked(key);
+  }
+
   void make_room_locked(CacheClock::time_point now) {
     for (auto it = map_.begin(); it != map_.end();) it = it->second.expires <= now ? map_.erase(it) : std::next(it);
     // Still full of live entries: drop everything rather than track recency; the cache refills.
@@ -255,12 +257,12 @@ class Caches {
   // `parent_now`: the parent directory's attributes read right after the change (back to back with
   // it on one connection), and attrs.version() of the parent when they were asked: kept instead of
   // forgotten unless something else changed the parent's entry meanwhile.
-  struct ReadBack {
+  struct AttrsAsked {
     sftp::Attrs attrs;
     uint64_t asked_at_version = 0;
   };
   void added(const std::string& path, const std::optional<sftp::Attrs>& attrs, uint32_t nlink = 0,
-             const std::optional<ReadBack>& parent_now = std::nullopt);
+             const std::optional<AttrsAsked>& parent_now = std::nullopt);
   // This mount created the directory `path`: it is empty.
   void created_empty_dir(const std::string& path);
   // This mount removed `path` (and everything below it): its parent's listing loses the name, and the
@@ -284,7 +286,7 @@ class Caches {
  private:
   // A name in `dir_path` was added, removed or replaced: the directory's own attributes (mtime, size,
   // link count) are no longer what we knew, here and in its parent's listing.
-  void dir_changed(const std::string& dir_path, const std::optional<ReadBack>& now = std::nullopt);
+  void dir_changed(const std::string& dir_path, const std::optional<AttrsAsked>& now = std::nullopt);
   // The directory's contents changed through this mount (every change to a name in it comes here).
   void touch_dir(const std::string& dir_path);
   // Something moved whole subtrees: every listing being read may be stale.

@@ -278,10 +278,10 @@ void Filesystem::Impl::create(fuse_req_t req, Ino parent, const char* name, mode
   auto [on_open, on_stats] = joined<Result<client::FileRef>, Stats>(
       [this, req, parent, n, p, info, dir_version](Result<client::FileRef> r, Stats stats) mutable {
         Result<sftp::Attrs>& a = stats.first;
-        std::optional<Caches::ReadBack> dir_now;
+        std::optional<Caches::AttrsAsked> dir_now;
         if (stats.second && *stats.second && (*stats.second)->has(sftp::SSH_FILEXFER_ATTR_PERMISSIONS) &&
             S_ISDIR((*stats.second)->permissions))
-          dir_now = Caches::ReadBack{**stats.second, dir_version};
+          dir_now = Caches::AttrsAsked{**stats.second, dir_version};
         if (!r) {
           Error error = r.take_error();
           caches.changed_unknown(p);
@@ -310,7 +310,7 @@ void Filesystem::Impl::create(fuse_req_t req, Ino parent, const char* name, mode
         }));
       });
   client->open_on(connection, p, pflags, attrs, tracked(on_open));
-  if (!caches.attrs.enabled() || dir == p) {
+  if (!caches.attrs.enabled()) {
     client->lstat_on(connection, p, tracked([on_stats](Result<sftp::Attrs> a) { on_stats({std::move(a), std::nullopt}); }));
     return;
   }

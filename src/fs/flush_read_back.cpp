@@ -7,8 +7,9 @@
 // a write of the file is in flight on another connection. Its answer is cached only if the mount
 // changed nothing about the file since it was asked (local_changes), and release then keeps it.
 // A stat of a file being written (git's fstat between write and close) is asked the same way, through
-// the writing handle, and counts as its read-back: the close then has nothing to ask. A flush whose writes were all answered already
-// does not wait for its read-back (it would have replied at once without one).
+// the writing handle, and counts as its read-back: the close then has nothing to ask. A flush whose
+// writes were all answered already does not wait for its read-back (it would have replied at once
+// without one); the answer is kept when it comes.
 #include "fs/filesystem_impl.hpp"
 
 namespace sftpfs::fs {
@@ -95,7 +96,8 @@ void Filesystem::Impl::keep_read_back(const std::shared_ptr<FileHandle>& h, cons
   }
   {
     std::lock_guard lock(h->mutex);
-    if (h->early_changes != 0) return;  // one sent since would have changed local_changes; kept simple
+    // An early change not yet confirmed may still be refused and its values undone: keep nothing.
+    if (h->early_changes != 0) return;
     h->read_back_seq = rb.asked_at_change;
     h->read_back_written = rb.written;
     if (h->created) {

@@ -20,6 +20,12 @@ sftp::Attrs file_attrs(uint64_t size) {
   return a;
 }
 
+sftp::Attrs dir_attrs(uint32_t mtime) {
+  sftp::Attrs a;
+  a.set_permissions(040755).set_times(mtime, mtime);
+  return a;
+}
+
 TEST(TtlMap, ExpiresWithoutSleeping) {
   FakeClock clock;
   TtlMap<int> map(1000ms, 10, clock.fn());
@@ -147,8 +153,7 @@ TEST(Caches, NameChangesForgetTheParentsOwnAttributes) {
   Caches::Config config;
   config.attr_ttl = config.dir_ttl = config.negative_ttl = 5s;
   Caches caches(config, clock.fn());
-  sftp::Attrs dir;
-  dir.set_permissions(040755).set_times(1, 1);
+  const sftp::Attrs dir = dir_attrs(1);
   caches.put_listing("/r", std::make_shared<std::vector<DirEntry>>(std::vector<DirEntry>{{"d", dir, 2}}));
   caches.put_listing("/r/d", std::make_shared<std::vector<DirEntry>>());
   ASSERT_TRUE(caches.attrs.get("/r/d"));
@@ -194,20 +199,18 @@ TEST(Caches, AddedKeepsTheParentsAttributesReadBackUnlessChangedMeanwhile) {
   Caches::Config config;
   config.attr_ttl = config.dir_ttl = config.negative_ttl = 5s;
   Caches caches(config, clock.fn());
-  sftp::Attrs dir;
-  dir.set_permissions(040755).set_times(1, 1);
-  sftp::Attrs after = dir;
-  after.set_times(2, 2);
+  const sftp::Attrs dir = dir_attrs(1);
+  const sftp::Attrs after = dir_attrs(2);
   caches.attrs.put("/r/d", CachedAttrs{dir, 0});
   auto asked = caches.attrs.version("/r/d");
-  caches.added("/r/d/a", file_attrs(0), 0, Caches::ReadBack{after, asked});
+  caches.added("/r/d/a", file_attrs(0), 0, Caches::AttrsAsked{after, asked});
   auto kept = caches.attrs.get("/r/d");
   ASSERT_TRUE(kept);
   EXPECT_EQ(kept->attrs.mtime, 2u);
   // Another create in the same directory answered between our question and our answer.
   asked = caches.attrs.version("/r/d");
   caches.added("/r/d/b", file_attrs(0));
-  caches.added("/r/d/c", file_attrs(0), 0, Caches::ReadBack{after, asked});
+  caches.added("/r/d/c", file_attrs(0), 0, Caches::AttrsAsked{after, asked});
   EXPECT_FALSE(caches.attrs.get("/r/d"));
 }
 
@@ -327,8 +330,7 @@ TEST(Caches, ADirectorysOwnAttributeChangeKeepsItsListing) {
   Caches::Config config;
   config.attr_ttl = config.dir_ttl = config.negative_ttl = 5s;
   Caches caches(config, clock.fn());
-  sftp::Attrs dir;
-  dir.set_permissions(040755).set_times(1, 1);
+  const sftp::Attrs dir = dir_attrs(1);
   caches.put_listing("/r", std::make_shared<std::vector<DirEntry>>(std::vector<DirEntry>{{"d", dir, 2}}));
   caches.put_listing("/r/d", std::make_shared<std::vector<DirEntry>>(std::vector<DirEntry>{{"f", file_attrs(1), 0}}));
   uint64_t stamp = caches.listing_stamp();
